@@ -1,0 +1,1 @@
+"""The ``yapo`` command line: thin wrappers over the library."""

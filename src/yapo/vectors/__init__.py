@@ -1,0 +1,16 @@
+"""Steering vectors: dense (BiPO, CAA) and sparse in SAE space (YaPO, SAS)."""
+
+from yapo.vectors.base import SteeringVector, VectorMeta
+from yapo.vectors.dense import DenseVector
+from yapo.vectors.io import load_vector
+from yapo.vectors.sparse import SparseVector, sparse_delta, sparse_delta_reference
+
+__all__ = [
+    "DenseVector",
+    "SparseVector",
+    "SteeringVector",
+    "VectorMeta",
+    "load_vector",
+    "sparse_delta",
+    "sparse_delta_reference",
+]
