@@ -1,0 +1,108 @@
+"""Inference overhead of steering: tokens/s of ``generate`` on the embedded model.
+
+Compares no steering, a dense vector, a sparse vector through a random 16k-latent
+JumpReLU SAE with the fast exact form, and the same with the straightforward Eq. 3
+(full SAE encode + two decodes per token). Writes JSON to --out.
+
+    python benchmarks/bench_inference.py --out benchmarks/results/inference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from yapo import DenseVector, SparseVector, load_model
+from yapo._io import write_json
+from yapo.generation import generate
+from yapo.models.layers import hidden_size
+from yapo.sae import SAE
+
+PROMPTS = [
+    "The most popular breakfast in Mexico is",
+    "On a national holiday in Egypt, families usually",
+    "A traditional greeting in Spain between friends is",
+    "In Morocco, guests are often welcomed with",
+]
+
+
+def random_sae(d_in: int, d_sae: int, seed: int = 0) -> SAE:
+    g = torch.Generator().manual_seed(seed)
+    return SAE(
+        torch.randn(d_in, d_sae, generator=g) / d_in**0.5,
+        torch.randn(d_sae, generator=g) * 0.1,
+        torch.randn(d_sae, d_in, generator=g) / d_sae**0.5,
+        torch.zeros(d_in),
+        activation="jumprelu",
+        threshold=torch.rand(d_sae, generator=g) * 0.5,
+        reference=f"random-{d_sae}",
+    )
+
+
+def time_generate(model, tokenizer, vector, new_tokens: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    generate(model, tokenizer, PROMPTS, vector=vector, max_new_tokens=4)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate(model, tokenizer, PROMPTS, vector=vector, max_new_tokens=new_tokens)
+        best = min(best, time.perf_counter() - start)
+    return len(PROMPTS) * new_tokens / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--layer", type=int, default=10)
+    parser.add_argument("--d-sae", type=int, default=16384)
+    parser.add_argument("--nonzero", type=int, default=256, help="non-zeros of the sparse vector")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inference.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, tokenizer = load_model(args.model)
+    d_model = hidden_size(model)
+    sae = random_sae(d_model, args.d_sae)
+    sae.requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    raw = torch.zeros(args.d_sae)
+    chosen = torch.randperm(args.d_sae, generator=g)[: args.nonzero]
+    raw[chosen] = torch.randn(args.nonzero, generator=g)  # mixed signs: both fast-form terms
+    sparse = SparseVector.create(raw, model, args.layer, sae, method="random")
+    dense = DenseVector.create(torch.randn(d_model, generator=g), model, args.layer)
+    cases = {
+        "unsteered": None,
+        "dense": dense,
+        "sparse_fast": sparse,
+        "sparse_straightforward": sparse.with_form("reference"),
+    }
+    results = {name: time_generate(model, tokenizer, vec, args.new_tokens, args.repeats)
+               for name, vec in cases.items()}
+    base = results["unsteered"]
+    report = {
+        "model": args.model,
+        "layer": args.layer,
+        "d_sae": args.d_sae,
+        "vector_nonzero": args.nonzero,
+        "batch": len(PROMPTS),
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "tokens_per_second": results,
+        "slowdown_vs_unsteered": {k: base / v for k, v in results.items()},
+        "sparse_fast_speedup_over_straightforward": results["sparse_fast"]
+        / results["sparse_straightforward"],
+    }
+    write_json(args.out, report)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""A judge behind any OpenAI-compatible chat-completions endpoint.
+
+OpenAI itself, vLLM (``vllm serve``), Ollama (``http://localhost:11434/v1``), the
+llama.cpp server and most hosted gateways all speak ``POST /v1/chat/completions``, so
+one client (the official ``openai`` package) covers them: give a base URL and a model.
+
+Robustness, because judging hundreds of answers over a network always hits something:
+
+* retries with exponential back-off on timeouts, connection errors, HTTP 408/409/429
+  and 5xx, and on replies that do not contain four valid rubric scores (a sampled judge
+  may answer properly on the next try); other 4xx errors (bad model name, bad key) are
+  not retried;
+* at most ``concurrency`` requests in flight at once (a thread pool);
+* an optional on-disk cache of successful judgements (:class:`JudgeCache`);
+* every failure is recorded on its item (:class:`Judgement.error`), never raised.
+
+The retries are done here rather than by the ``openai`` client (created with
+``max_retries=0``) so that unusable replies are retried too and attempts are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from yapo.errors import YapoError
+from yapo.evaluate.judge.base import Judgement
+from yapo.evaluate.judge.cache import JudgeCache
+from yapo.evaluate.judge.rubric import RUBRIC_VERSION, JudgeRequest, RubricParseError, parse_judgement
+
+logger = logging.getLogger(__name__)
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+API_KEY_ENV = "YAPO_JUDGE_API_KEY"
+
+
+class OpenAIJudge:
+    """Grade answers with a model served behind an OpenAI-compatible API."""
+
+    backend = "openai-compatible"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 4,
+        max_retries: int = 3,
+        timeout: float = 120.0,
+        backoff: float = 1.0,
+        temperature: float = 0.0,
+        max_tokens: int = 400,
+        cache: JudgeCache | None = None,
+    ) -> None:
+        if not model:
+            raise YapoError("the judge needs a model name (--judge-model)")
+        if concurrency < 1:
+            raise YapoError(f"judge concurrency must be at least 1, got {concurrency}")
+        if max_retries < 0:
+            raise YapoError(f"judge max_retries must be >= 0, got {max_retries}")
+        from openai import OpenAI
+
+        self.name = model
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.cache = cache
+        # Local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one.
+        key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+        self._client = OpenAI(
+            base_url=base_url, api_key=key or "not-needed", max_retries=0, timeout=timeout
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.name,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "max_retries": self.max_retries,
+            "rubric": RUBRIC_VERSION,
+        }
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        """One judgement per request, in order; cached ones are not asked again."""
+        results: list[Judgement | None] = [None] * len(requests)
+        todo: list[int] = []
+        for i, request in enumerate(requests):
+            hit = self.cache.get(request.cache_key(self.name)) if self.cache else None
+            if hit is not None:
+                results[i] = replace(hit, key=request.key, cached=True)
+            else:
+                todo.append(i)
+        if todo:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                fresh = pool.map(self._judge_one, [requests[i] for i in todo])
+                for i, judgement in zip(todo, fresh):
+                    results[i] = judgement
+                    if self.cache is not None:
+                        self.cache.put(requests[i].cache_key(self.name), judgement)
+        failures = sum(1 for r in results if r is not None and not r.ok)
+        if failures:
+            logger.warning("judge %s failed on %d of %d answers", self.name, failures, len(requests))
+        return [r for r in results if r is not None]
+
+    def _judge_one(self, request: JudgeRequest) -> Judgement:
+        import openai
+
+        error = "not attempted"
+        raw: str | None = None
+        attempts = 0
+        for attempt in range(self.max_retries + 1):
+            attempts += 1
+            retryable = True
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.name,
+                    messages=request.messages(),  # type: ignore[arg-type]
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                )
+                raw = response.choices[0].message.content or ""
+                scores, rationale = parse_judgement(raw)
+                return Judgement(
+                    key=request.key,
+                    judge=self.name,
+                    scores=scores,
+                    rationale=rationale,
+                    attempts=attempts,
+                    raw=raw,
+                )
+            except RubricParseError as exc:
+                error = str(exc)
+            except openai.APIStatusError as exc:
+                error = f"HTTP {exc.status_code}: {exc.message}"
+                retryable = exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+            except openai.APIConnectionError as exc:  # includes timeouts
+                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # malformed bodies, empty choices, ...
+                error = f"malformed response ({type(exc).__name__}: {exc})"
+            if not retryable:
+                break
+            if attempt < self.max_retries and self.backoff > 0:
+                time.sleep(self.backoff * 2**attempt)
+        return Judgement(
+            key=request.key, judge=self.name, error=error, attempts=attempts, raw=raw
+        )

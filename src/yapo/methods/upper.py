@@ -1,0 +1,151 @@
+"""Run a causal LM in two halves around block ``L``: once below, many times above.
+
+Steering edits the output of block ``L``, so blocks ``0..L`` compute the same thing
+whatever the steering vector is. A trainer can therefore run the lower half once per
+sequence, keep ``h_L``, and per optimizer step run only blocks ``L+1..N``, the final
+norm and the LM head (and that only at the positions whose log-probabilities it
+needs).
+
+How the upper half is run without knowing each architecture's forward: blocks
+``0..L`` are swapped, for the duration of one call, for pass-through modules (which
+keep the plain attributes the model's loop may read, such as ``attention_type``), and
+the replacement of block ``L`` returns the given states instead of its input. The
+model then builds its masks, rotary tables and positions from the usual inputs, so
+whatever it does to the embeddings first (Gemma-2 scales them by sqrt(d_model);
+GPT-2 adds position embeddings) cannot touch the injected states. The final logit
+soft-capping of Gemma-2/3 is applied when the head is run here.
+
+:func:`LayerSplit.check_exact` compares the split against the plain full forward, so
+an architecture this has not been tried on is caught before training on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from yapo.errors import YapoError
+from yapo.models.layers import decoder_blocks, resolve_layer
+
+
+class _Stop(Exception):
+    """Raised by a hook after block ``L`` to skip the rest of a forward pass."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__("stop after the split layer")
+        self.output = output
+
+
+def _first_tensor(output: Any) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise YapoError(f"cannot read the hidden states of a block that returns {type(output)}")
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a block below the split: returns its input unchanged.
+
+    ``inject`` set: returns that tensor instead (the replacement of block ``L``).
+    Plain attributes of the original block (``attention_type``, ``layer_idx``,
+    ``is_sliding``...) are copied because model loops read them.
+    """
+
+    def __init__(self, original: nn.Module, tuple_output: bool) -> None:
+        super().__init__()
+        for name, value in vars(original).items():
+            if name.startswith("_") or isinstance(value, (nn.Module, Tensor)):
+                continue
+            with contextlib.suppress(AttributeError, TypeError):
+                object.__setattr__(self, name, value)
+        self.tuple_output = tuple_output
+        self.inject: Tensor | None = None
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = hidden_states if self.inject is None else self.inject
+        return (out,) if self.tuple_output else out
+
+
+class LayerSplit:
+    """A model cut after block ``layer``: :meth:`lower` gives ``h_L``, :meth:`upper` the rest.
+
+    Not thread-safe while :meth:`upper` runs (blocks are swapped on the model itself
+    and restored in ``finally``).
+    """
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        self.model = model
+        self.layer = resolve_layer(model, layer)
+        self.blocks = decoder_blocks(model)
+        base = getattr(model, "base_model", model)
+        self.base: nn.Module = base if isinstance(base, nn.Module) else model
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if not isinstance(head, nn.Module):
+            raise YapoError(f"{type(model).__name__} has no LM head (get_output_embeddings())")
+        self.head: nn.Module = head
+        config = getattr(model, "config", None)
+        text_config = getattr(config, "get_text_config", lambda: config)()
+        cap = getattr(text_config, "final_logit_softcapping", None)
+        self.softcap: float | None = float(cap) if cap else None
+        self.tuple_output = False
+
+    # -------------------------------------------------------------- lower half
+    @torch.no_grad()
+    def lower(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``h_L`` for every position: blocks ``0..L`` only (the rest is skipped)."""
+        block = self.blocks[self.layer]
+
+        def stop(_module: nn.Module, _args: Any, output: Any) -> None:
+            raise _Stop(output)
+
+        handle = block.register_forward_hook(stop)
+        try:
+            self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop as stopped:
+            self.tuple_output = not isinstance(stopped.output, Tensor)
+            return _first_tensor(stopped.output).detach()
+        finally:
+            handle.remove()
+        raise YapoError(f"block {self.layer} of {type(self.model).__name__} never ran")
+
+    # -------------------------------------------------------------- upper half
+    @contextlib.contextmanager
+    def _swapped(self, states: Tensor) -> Iterator[None]:
+        originals = [self.blocks[i] for i in range(self.layer + 1)]
+        try:
+            for i, original in enumerate(originals):
+                stand_in = _PassThrough(original, self.tuple_output)
+                if i == self.layer:
+                    stand_in.inject = states
+                self.blocks[i] = stand_in
+            yield
+        finally:
+            for i, original in enumerate(originals):
+                self.blocks[i] = original
+
+    def upper(self, states: Tensor, attention_mask: Tensor) -> Tensor:
+        """Final hidden states (after the last norm) from layer-``L`` states.
+
+        ``states`` may carry gradient (the steered ``h_L``); it flows through the upper
+        blocks. Returns ``(batch, seq, d_model)``.
+        """
+        with self._swapped(states):
+            out = self.base(
+                inputs_embeds=states.detach(), attention_mask=attention_mask, use_cache=False
+            )
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None:
+            hidden = out[0]
+        return hidden  # type: ignore[no-any-return]
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """LM head (with final soft-capping where the model has it) on any rows of states."""
+        logits = self.head(hidden)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits  # type: ignore[no-any-return]
