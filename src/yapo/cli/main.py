@@ -10,7 +10,12 @@ import sys
 
 import typer
 
+from yapo.cli.analysis import register as register_analysis
 from yapo.cli.core import register as register_core
+from yapo.cli.data import register as register_data
+from yapo.cli.sae import register as register_sae
+from yapo.cli.evaluate import register as register_evaluate
+from yapo.cli.train import register as register_train
 from yapo.errors import YapoError
 
 app = typer.Typer(
@@ -21,6 +26,11 @@ app = typer.Typer(
     add_completion=False,
 )
 register_core(app)
+register_analysis(app)
+register_data(app)
+register_sae(app)
+register_evaluate(app)
+register_train(app)
 
 
 def main() -> None:

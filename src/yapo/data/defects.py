@@ -12,11 +12,12 @@ must not learn from:
 
 Truncation can only be guessed from the text. :func:`looks_truncated` is conservative:
 it fires on an answer that ends with a comma, colon, semicolon, dash or opening
-bracket, on one whose last word (with nothing after it) is a function word ("the", "and", "to", ...), and on a
-long answer (≥ :data:`LONG_ANSWER_WORDS` words) that does not end with sentence
-punctuation; an answer that ends with a full stop is never flagged. Short answers without a final full stop ("Absolutely", "I would") are
-common in hand-written data and are not flagged. :func:`trim_to_sentence` is the repair:
-cut back to the last complete sentence.
+bracket; on an answer of several words whose last word is a lower-case function word
+("the", "and", "to", ...); and on a long answer (≥ :data:`LONG_ANSWER_WORDS` words)
+that does not end with sentence punctuation. An answer that ends with a full stop is
+never flagged, and neither are short answers without one ("Absolutely", "I would"),
+which are common in hand-written data, or a lone answer letter ("A").
+:func:`trim_to_sentence` is the repair: cut back to the last complete sentence.
 """
 
 from __future__ import annotations
@@ -30,16 +31,49 @@ DEFAULT_MARKERS = re.compile(
 #: An answer at least this long that does not end a sentence is taken as cut off.
 LONG_ANSWER_WORDS = 60
 
-_DANGLING_PUNCTUATION = (",", ":", ";", "-", "–", "—", "(", "[", "{", "/")  # noqa: RUF001
-_SENTENCE_END = ".!?。！？؟…\"'”’)]}*`»"  # noqa: RUF001
+_DANGLING_PUNCTUATION = (",", ":", ";", "-", "–", "—", "(", "[", "{", "/")
+_SENTENCE_END = ".!?。！？؟…\"'”’)]}*`»"
 # Words a complete answer practically never ends on (articles, conjunctions, prepositions,
 # possessives). Verbs such as "would" are left out: "I would" is a complete answer.
 _FUNCTION_WORDS = frozenset(
-    """a an the and or but nor of to in on at by for with from into onto about as than
-    that which whose if because your my their his her its our""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "than",
+        "that",
+        "which",
+        "whose",
+        "if",
+        "because",
+        "your",
+        "my",
+        "their",
+        "his",
+        "her",
+        "its",
+        "our",
+    ]
 )
 # A sentence ends at . ! ? (not a list number such as "2.") followed by space or the end.
-_SENTENCE_BREAK = re.compile(r"(?<![0-9])[.!?。！？؟…][\"'”’)\]»]*(?=\s|$)")  # noqa: RUF001
+_SENTENCE_BREAK = re.compile(r"(?<![0-9])[.!?。！？؟…][\"'”’)\]»]*(?=\s|$)")
 
 
 def find_marker(text: str, markers: re.Pattern[str] | None = DEFAULT_MARKERS) -> str | None:
@@ -59,9 +93,10 @@ def looks_truncated(text: str, long_words: int = LONG_ANSWER_WORDS) -> bool:
         return True
     if stripped[-1] in _SENTENCE_END:
         return False
-    if stripped.split()[-1].lower() in _FUNCTION_WORDS:
+    words = stripped.split()
+    if len(words) > 1 and words[-1] in _FUNCTION_WORDS:  # lower case: "Option A" is fine
         return True
-    return len(stripped.split()) >= long_words
+    return len(words) >= long_words
 
 
 def trim_to_sentence(text: str) -> str | None:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from yapo._io import write_text
 from yapo.errors import YapoError
@@ -69,7 +69,7 @@ def detect_format(path_or_hub_id: str | os.PathLike[str], format: str | None = N
     if format is not None:
         if format not in FORMATS:
             raise YapoError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
-        return cast(Format, format)
+        return format
     path = Path(path_or_hub_id)
     if path.is_dir():
         return "hf"
@@ -160,7 +160,9 @@ def _read_json(path: Path) -> Table:
             "per line should be named .jsonl"
         ) from exc
     if isinstance(value, dict):
-        lists = [k for k in ("data", "records", "rows", "examples") if isinstance(value.get(k), list)]
+        lists = [
+            k for k in ("data", "records", "rows", "examples") if isinstance(value.get(k), list)
+        ]
         if not lists:
             raise YapoError(
                 f"{path}: expected a JSON list of records (or an object with a 'data' list)"
@@ -277,7 +279,7 @@ def _read_hf(ref: str, *, split: str | None, config: str | None, all_splits: boo
             raise YapoError(
                 f"{ref} has several splits ({', '.join(names)}); choose one with split= (--split)"
             )
-        parts = [(name, loaded[name]) for name in chosen]
+        parts: list[tuple[str | None, Any]] = [(name, loaded[name]) for name in chosen]
     else:
         if split is not None and getattr(loaded, "split", None) not in (None, split):
             raise YapoError(f"{ref} holds only the split {loaded.split!r}, not {split!r}")

@@ -123,6 +123,8 @@ def format_prompt(
     ``chat="auto"`` applies the tokenizer's chat template when it has one (one user
     turn plus the generation prompt, so the response follows directly) and returns the
     prompt unchanged otherwise; ``True`` requires a template; ``False`` never uses one.
+    ``system`` becomes a system turn in a template, or a paragraph before the prompt in
+    plain text.
     """
     use_chat = has_chat_template(tokenizer) if chat == "auto" else bool(chat)
     if not use_chat:

@@ -30,7 +30,10 @@ class Interval:
     high: float
 
     def to_json(self) -> dict[str, float | None]:
-        return {k: _finite_or_none(v) for k, v in (("value", self.value), ("low", self.low), ("high", self.high))}
+        return {
+            k: _finite_or_none(v)
+            for k, v in (("value", self.value), ("low", self.low), ("high", self.high))
+        }
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -6,16 +6,13 @@ which stops long options from losing just for being long). This is the standard 
 evaluate *base* models on multiple-choice data (lm-evaluation-harness does the same),
 and it is reused for MCQ letters, option texts, BiPO's A/B behaviour tasks and MMLU.
 
-How a (prompt, choice) pair becomes tokens, and why:
-
-* Trailing spaces of the prompt are moved to the front of the choice, because BPE
-  tokenizers attach a space to the word that follows it (``"Answer:" + " B"``).
-* The whole text ``prompt + choice`` is tokenized once and split after the prompt's own
-  tokens, so the choice is tokenized the way it would appear in running text. If the
-  prompt's tokens are not a prefix of the whole (a merge across the boundary), the two
-  parts are tokenized separately and concatenated instead.
-* The tokenizer's special tokens (BOS) are added unless the prompt already starts with
-  the BOS text, which is the case for prompts rendered with a chat template.
+How a (prompt, choice) pair becomes tokens: exactly as the trainers tokenize a
+(prompt, response) pair (:func:`yapo.data.prompts.tokenize_pair`, without the final EOS
+and without truncation) — the prompt with BOS (unless it already starts with the BOS
+text, as chat-template output does), then the choice tokenized on its own. A vector is
+therefore scored on the very tokens it was trained to prefer. Because the choice is not
+merged with the prompt, write the separator you mean into the choice (``" B"`` if the
+answer should read ``"Answer: B"``).
 
 Batching: all (prompt, choice) rows are sorted by length, cut into batches of
 ``batch_size`` rows, *left*-padded (with matching ``position_ids``) so that every row's
@@ -36,11 +33,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from yapo.data.prompts import tokenize_pair
 from yapo.errors import YapoError
 from yapo.vectors.base import SteeringVector
 
-_TRAILING_SPACE = " \t"
+_NO_TRUNCATION = 1 << 40
 
 
 @dataclass
@@ -94,44 +93,21 @@ def starts_with_bos(tokenizer: Any, text: str) -> bool:
     return bool(bos) and text.startswith(str(bos))
 
 
-def _special_ids(tokenizer: Any) -> set[int]:
-    return {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
-
-
-def _strip_trailing_special(ids: list[int], special: set[int]) -> list[int]:
-    end = len(ids)
-    while end > 0 and ids[end - 1] in special:
-        end -= 1
-    return ids[:end]
-
-
 def encode_pair(tokenizer: Any, prompt: str, choice: str) -> tuple[list[int], int]:
-    """Token ids of ``prompt + choice`` and how many of them (at the end) are the choice."""
+    """Token ids of ``prompt`` then ``choice``, and how many of them (at the end) are the choice."""
     if not choice:
         raise YapoError("an answer choice is empty; every choice needs at least one character")
-    stripped = prompt.rstrip(_TRAILING_SPACE)
-    if len(stripped) < len(prompt):
-        choice = prompt[len(stripped) :] + choice
-        prompt = stripped
-    add_special = not starts_with_bos(tokenizer, prompt)
-    special = _special_ids(tokenizer)
-    context = _strip_trailing_special(
-        list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"]), special
-    )
-    whole = _strip_trailing_special(
-        list(tokenizer(prompt + choice, add_special_tokens=add_special)["input_ids"]), special
-    )
-    if not context:
+    ids, mask = tokenize_pair(tokenizer, prompt, choice, max_prompt_length=_NO_TRUNCATION)
+    n_choice = sum(mask) - 1  # tokenize_pair appends EOS to the response; it is not scored
+    ids = ids[:-1]
+    if n_choice < 1:
+        raise YapoError(f"the choice {choice!r} tokenizes to nothing")
+    if len(ids) == n_choice:
         raise YapoError(
             "a prompt tokenizes to nothing and the tokenizer adds no BOS token, so the first "
             "token of a choice has nothing to be predicted from; give a non-empty prompt"
         )
-    if len(whole) > len(context) and whole[: len(context)] == context:
-        return whole, len(whole) - len(context)
-    continuation = list(tokenizer(choice, add_special_tokens=False)["input_ids"])
-    if not continuation:
-        raise YapoError(f"the choice {choice!r} tokenizes to nothing")
-    return context + continuation, len(continuation)
+    return ids, n_choice
 
 
 def _supports_logits_to_keep(model: nn.Module) -> bool:
@@ -222,7 +198,9 @@ def score_choices_with_stats(
     keep_ok = _supports_logits_to_keep(model)
     start = time.perf_counter()
     with steering(model, vector, multiplier, direction), torch.no_grad():
-        for batch in _batches(rows, batch_size):
+        batches = list(_batches(rows, batch_size))
+        # disable=None: a progress bar on a terminal only (never in logs or tests).
+        for batch in tqdm(batches, desc="scoring", unit="batch", leave=False, disable=None):
             sums = _score_batch(model, batch, pad_id, device, keep_ok)
             for row, value in zip(batch, sums.tolist()):
                 total = float(value)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from yapo.errors import YapoError
 from yapo.evaluate.scoring import Throughput, input_device, starts_with_bos, steering
@@ -23,7 +24,9 @@ from yapo.vectors.base import SteeringVector
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text``, with BOS unless the text already starts with it."""
-    return list(tokenizer(text, add_special_tokens=not starts_with_bos(tokenizer, text))["input_ids"])
+    return list(
+        tokenizer(text, add_special_tokens=not starts_with_bos(tokenizer, text))["input_ids"]
+    )
 
 
 def generate_texts(
@@ -51,7 +54,8 @@ def generate_texts(
     device = input_device(model)
     start = time.perf_counter()
     with steering(model, vector, multiplier, direction), torch.no_grad():
-        for begin in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for begin in tqdm(starts, desc="generating", unit="batch", leave=False, disable=None):
             chunk = order[begin : begin + batch_size]
             length = max(len(encoded[i]) for i in chunk)
             ids = torch.full((len(chunk), length), int(pad_id), dtype=torch.long)

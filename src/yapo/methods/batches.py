@@ -86,9 +86,7 @@ def tokenize_pairs(
     return out
 
 
-def collate(
-    pairs: Sequence[TokenizedPair], pair_ids: Sequence[int], pad_token_id: int
-) -> Batch:
+def collate(pairs: Sequence[TokenizedPair], pair_ids: Sequence[int], pad_token_id: int) -> Batch:
     """Right-pad chosen then rejected sequences of ``pairs`` into one batch."""
     sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     keys = [2 * i for i in pair_ids] + [2 * i + 1 for i in pair_ids]

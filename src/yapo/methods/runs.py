@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -236,7 +235,8 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:
         window = max(1, len(train) // 50)
         losses = [r["loss"] for r in train]
         smooth = [
-            sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+            sum(losses[max(0, i - window + 1) : i + 1])
+            / len(losses[max(0, i - window + 1) : i + 1])
             for i in range(len(losses))
         ]
         ax.plot([r["step"] for r in train], smooth, color="black", lw=1.2, label="running mean")

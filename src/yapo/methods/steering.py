@@ -75,7 +75,11 @@ class DenseSteering(Steering):
         self, model: nn.Module, layer: int, method: str, hyperparameters: dict[str, Any]
     ) -> SteeringVector:
         return DenseVector.create(
-            self.vector.detach().clone(), model, layer, method=method, hyperparameters=hyperparameters
+            self.vector.detach().clone(),
+            model,
+            layer,
+            method=method,
+            hyperparameters=hyperparameters,
         )
 
 

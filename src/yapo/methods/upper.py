@@ -84,7 +84,8 @@ class LayerSplit:
         self.blocks = decoder_blocks(model)
         base = getattr(model, "base_model", model)
         self.base: nn.Module = base if isinstance(base, nn.Module) else model
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        getter = getattr(model, "get_output_embeddings", None)
+        head = getter() if callable(getter) else None
         if not isinstance(head, nn.Module):
             raise YapoError(f"{type(model).__name__} has no LM head (get_output_embeddings())")
         self.head: nn.Module = head

@@ -28,10 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from yapo.errors import YapoError
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.cache import JudgeCache
-from yapo.evaluate.judge.rubric import RUBRIC_VERSION, JudgeRequest, RubricParseError, parse_judgement
+from yapo.evaluate.judge.rubric import (
+    RUBRIC_VERSION,
+    JudgeRequest,
+    RubricParseError,
+    parse_judgement,
+)
 
 logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -103,13 +110,16 @@ class OpenAIJudge:
         if todo:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 fresh = pool.map(self._judge_one, [requests[i] for i in todo])
-                for i, judgement in zip(todo, fresh):
+                bar = tqdm(fresh, total=len(todo), desc="judging", leave=False, disable=None)
+                for i, judgement in zip(todo, bar):
                     results[i] = judgement
                     if self.cache is not None:
                         self.cache.put(requests[i].cache_key(self.name), judgement)
         failures = sum(1 for r in results if r is not None and not r.ok)
         if failures:
-            logger.warning("judge %s failed on %d of %d answers", self.name, failures, len(requests))
+            logger.warning(
+                "judge %s failed on %d of %d answers", self.name, failures, len(requests)
+            )
         return [r for r in results if r is not None]
 
     def _judge_one(self, request: JudgeRequest) -> Judgement:
@@ -151,6 +161,4 @@ class OpenAIJudge:
                 break
             if attempt < self.max_retries and self.backoff > 0:
                 time.sleep(self.backoff * 2**attempt)
-        return Judgement(
-            key=request.key, judge=self.name, error=error, attempts=attempts, raw=raw
-        )
+        return Judgement(key=request.key, judge=self.name, error=error, attempts=attempts, raw=raw)

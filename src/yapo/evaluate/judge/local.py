@@ -16,7 +16,12 @@ from torch import nn
 
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.cache import JudgeCache
-from yapo.evaluate.judge.rubric import RUBRIC_VERSION, JudgeRequest, RubricParseError, parse_judgement
+from yapo.evaluate.judge.rubric import (
+    RUBRIC_VERSION,
+    JudgeRequest,
+    RubricParseError,
+    parse_judgement,
+)
 from yapo.evaluate.textgen import generate_texts
 
 

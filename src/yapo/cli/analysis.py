@@ -1,0 +1,465 @@
+"""Analysis and generalisation commands: ``patch``, ``inspect``, ``behaviour``, ``mmlu``."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from yapo.errors import YapoError
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
+ThreadsOption = Annotated[
+    int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+]
+SaeOption = Annotated[
+    str | None, typer.Option(help="SAE reference (for dense vectors, or to override).")
+]
+BatchOption = Annotated[int, typer.Option(help="Items per forward pass.")]
+ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("patch")(patch_command)
+    app.command("inspect")(inspect_command)
+    app.command("behaviour")(behaviour_command)
+    app.command("mmlu")(mmlu_command)
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise YapoError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _chat(value: str) -> bool | str:
+    mapping: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+    if value not in mapping:
+        raise YapoError(f"--chat must be auto, on or off, got {value!r}")
+    return mapping[value]
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None or text.strip().lower() == "all":
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise YapoError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise YapoError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise YapoError(f"{what} is empty")
+    return values
+
+
+def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded sample of ``limit`` items in their original order (all when no limit)."""
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise YapoError(f"--limit must be at least 1, got {limit}")
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def load_mcq_items(data: str, strict: bool = True) -> list[Any]:
+    """Cultural MCQs from a file/dataset, or the demo set for ``"demo"``."""
+    if data == "demo":
+        from yapo.data.demo import load_demo_mcq
+
+        loaded: Any = load_demo_mcq()
+    else:
+        from yapo.data.cultural import load_mcq
+
+        loaded = load_mcq(data, strict=strict)
+    items, report = loaded if isinstance(loaded, tuple) else (loaded, None)
+    if report is not None and getattr(report, "problems", None):
+        _log(report.summary())
+    return list(items)
+
+
+# ------------------------------------------------------------------ patch
+def patch_command(
+    out: OutOption,
+    model: ModelOption = "default",
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Cultural MCQ file/dataset, or 'demo'.")
+    ] = "demo",
+    layers: Annotated[
+        str | None, typer.Option(help="Comma-separated layers (default: every block).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Patch a seeded sample of N items (default: all).")
+    ] = None,
+    countries: Annotated[
+        str | None, typer.Option(help="Comma-separated countries to keep.")
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="Comma-separated languages to keep (en, ar, es, ...).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit sample.")] = 0,
+    choices: Annotated[
+        str,
+        typer.Option(help="Score the option texts (text, cloze) or the answer letters (letter)."),
+    ] = "text",
+    normalize: Annotated[
+        bool, typer.Option(help="Per-token mean log-probabilities (long options).")
+    ] = False,
+    batch_size: BatchOption = 4,
+    chat: ChatOption = "auto",
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+    strict: Annotated[bool, typer.Option(help="Stop on invalid data records.")] = True,
+) -> None:
+    """Activation patching: the per-layer effect of the localized last-token state."""
+    from yapo.analysis.patching import pairs_from_mcqs, patch_layers, save_patching
+    from yapo.models import load_model
+
+    _threads(threads)
+    items = load_mcq_items(data, strict)
+    for attribute, wanted_text in (("country", countries), ("language", languages)):
+        if wanted_text:
+            wanted = {c.strip() for c in wanted_text.split(",") if c.strip()}
+            items = [item for item in items if getattr(item, attribute) in wanted]
+            if not items:
+                raise YapoError(f"no items with {attribute} in {sorted(wanted)} in {data}")
+    items = _sample(items, limit, seed)
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    pairs = pairs_from_mcqs(
+        tokenizer,
+        items,
+        chat=_chat(chat),  # type: ignore[arg-type]
+        choices=choices,  # type: ignore[arg-type]
+    )
+    _log(f"patching {len(pairs)} items from {data} at every chosen layer of {model}")
+    result = patch_layers(
+        lm,
+        tokenizer,
+        pairs,
+        layers=_int_list(layers, "--layers"),
+        batch_size=batch_size,
+        normalize=normalize,
+        progress=True,
+    )
+    result.metadata.update(
+        {
+            "model": model,
+            "data": data,
+            "limit": limit,
+            "seed": seed,
+            "countries": countries,
+            "languages": languages,
+            "choices": choices,
+            "normalize": normalize,
+            "chat": chat,
+        }
+    )
+    paths = save_patching(result, out, title=f"Activation patching: {model} on {data}")
+    typer.echo(result.summary())
+    _log(f"wrote {paths['json']} and {paths['png']}")
+
+
+# ---------------------------------------------------------------- inspect
+def inspect_command(
+    vector: Annotated[Path, typer.Argument(help="Vector folder (or BiPO .pt file).")],
+    top: Annotated[int, typer.Option(help="How many latents to list.")] = 20,
+    sae: SaeOption = None,
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(help="Text (one document per line) or JSONL/CSV files; repeatable."),
+    ] = None,
+    field: Annotated[
+        str | None, typer.Option(help="Column holding the text in table corpora.")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option(help="Another vector to compare feature by feature.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model for corpus contexts (default: the vector's)."),
+    ] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer of a bare .pt vector.")] = None,
+    coordinates: Annotated[
+        str, typer.Option(help="Dense→SAE projection: signed | nnls | encoder.")
+    ] = "signed",
+    sparsity: Annotated[
+        float, typer.Option(help="L1 weight of the decoder fit, as a fraction of its maximum.")
+    ] = 0.01,
+    contexts: Annotated[int, typer.Option(help="Top contexts per latent.")] = 5,
+    window: Annotated[int, typer.Option(help="Tokens shown each side of the peak.")] = 10,
+    max_documents: Annotated[
+        int | None, typer.Option(help="Use only the first N corpus documents.")
+    ] = None,
+    max_length: Annotated[int, typer.Option(help="Truncate documents to N tokens.")] = 128,
+    batch_size: BatchOption = 8,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write inspect.json and features.html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Top SAE latents of a vector, where they fire, and a comparison with another vector."""
+    from yapo._io import write_json, write_text
+    from yapo.analysis.features import inspect_vector, read_corpus, render_html
+    from yapo.analysis.projection import COORDINATES
+    from yapo.sae import load_sae
+    from yapo.vectors import load_vector
+
+    _threads(threads)
+    if coordinates not in COORDINATES:
+        raise YapoError(f"--coordinates must be one of {', '.join(COORDINATES)}")
+    sae_obj = load_sae(sae) if sae else None
+    main = load_vector(vector, sae=sae_obj, layer=layer)
+    if sae_obj is None:
+        sae_obj = getattr(main, "sae", None)
+    other = None
+    if compare is not None:
+        other = load_vector(compare, sae=sae_obj, layer=layer)
+        if sae_obj is None:
+            sae_obj = getattr(other, "sae", None)
+    documents = None
+    lm = tokenizer = None
+    if corpus:
+        documents = read_corpus(corpus, field)
+        if max_documents is not None:
+            documents = documents[:max_documents]
+        from yapo.models import load_model
+
+        model_name = model or main.meta.model
+        if not model_name or model_name == "unknown":
+            raise YapoError("this vector does not name its model; pass --model")
+        lm, tokenizer = load_model(model_name, dtype=dtype, device=device)
+        main.check_fits(lm)
+    names = (vector.name or str(vector), compare.name if compare else "other")
+    report = inspect_vector(
+        main,
+        sae_obj,
+        top=top,
+        coordinates=coordinates,  # type: ignore[arg-type]
+        sparsity=sparsity,
+        model=lm,
+        tokenizer=tokenizer,
+        documents=documents,
+        contexts=contexts,
+        window=window,
+        batch_size=batch_size,
+        max_length=max_length,
+        compare=other,
+        names=names if names[0] != names[1] else (names[0], f"{names[1]} (2)"),
+    )
+    data = report.to_json()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "inspect.json", data)
+        write_text(out / "features.html", render_html(report, title=f"yapo inspect {vector}"))
+        _log(f"wrote {out / 'inspect.json'} and {out / 'features.html'}")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(_inspection_text(report))
+
+
+def _inspection_text(report: Any) -> str:
+    lines = [
+        f"{report.vector['method']} vector ({report.vector['kind']}), layer "
+        f"{report.vector['layer']}, {report.vector['nonzero']} non-zero, coordinates: "
+        f"{report.coordinates}"
+    ]
+    if report.fit is not None:
+        lines.append(
+            f"decoder fit: {report.fit.nonzero} latents, relative residual "
+            f"{report.fit.relative_residual:.3f}"
+        )
+    activity = report.corpus.latents if report.corpus else {}
+    lines.append(f"{'rank':>4} {'latent':>7} {'value':>10} {'dec.norm':>9} {'density':>9}  link")
+    for rank, latent in enumerate(report.latents, 1):
+        act = activity.get(latent.index)
+        density = f"{act.density:.4%}" if act else ""
+        lines.append(
+            f"{rank:>4} {latent.index:>7} {latent.value:>+10.4g} {latent.decoder_norm:>9.3g} "
+            f"{density:>9}  {latent.neuronpedia or ''}"
+        )
+        if act and act.contexts:
+            best = act.contexts[0]
+            text = "".join(
+                f"[[{t}]]" if i == best.center else t for i, t in enumerate(best.tokens)
+            ).replace("\n", " ")
+            lines.append(f"{'':>13} top context ({best.activation:.3g}): {text}")
+    if report.comparison is not None:
+        c = report.comparison
+        lines.append(
+            f"compare {c.names[0]} vs {c.names[1]}: cosine in SAE space {c.cosine_sae:.4f}, "
+            f"in the residual stream {c.cosine_residual:.4f}; top-{c.top_k} shared "
+            f"{len(c.shared)} (Jaccard {c.jaccard:.3f}); shared latents {c.shared[:10]}"
+        )
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------- behaviour
+def behaviour_command(
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="power-seeking | wealth-seeking | hallucination | jailbreak, or a CSV file."
+        ),
+    ],
+    out: OutOption,
+    model: ModelOption = "default",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", "-d", help="BiPO data folder (holding <task>/test_infer.csv) or a CSV file."
+        ),
+    ] = None,
+    vector: Annotated[Path | None, typer.Option(help="Vector folder (or BiPO .pt).")] = None,
+    sae: SaeOption = None,
+    layer: Annotated[int | None, typer.Option(help="Layer of a bare .pt vector.")] = None,
+    multipliers: Annotated[
+        str, typer.Option(help="Comma-separated multipliers λ (0 = unsteered).")
+    ] = "-2,-1,0,1,2",
+    direction: Annotated[int, typer.Option(help="+1 toward the behaviour, -1 away.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Use a seeded sample of N items.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --limit and A/B placement.")] = 0,
+    open_ended: Annotated[
+        bool, typer.Option("--open-ended", help="Also generate answers and judge them 1–4.")
+    ] = False,
+    judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge URL.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Judge model name.")] = None,
+    judge_local: Annotated[
+        str | None, typer.Option(help="A local HF model (Hub id/folder) as the judge.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per open-ended answer.")] = 128,
+    chat: ChatOption = "auto",
+    batch_size: BatchOption = 16,
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """BiPO's behaviour tasks: A/B accuracy across multipliers (and judged open-ended answers)."""
+    from yapo.evaluate.behaviour import (
+        BehaviourConfig,
+        load_behaviour,
+        make_behaviour_judge,
+        run_behaviour,
+        save_behaviour,
+    )
+    from yapo.models import load_model
+    from yapo.sae import load_sae
+    from yapo.vectors import load_vector
+
+    _threads(threads)
+    items, report = load_behaviour(task, data)
+    if report.problems:
+        _log(report.summary())
+    items = _sample(items, limit, seed)
+    steering = None
+    if vector is not None:
+        steering = load_vector(vector, sae=load_sae(sae) if sae else None, layer=layer)
+    judge = None
+    if open_ended:
+        judge = make_behaviour_judge(
+            judge_url, judge_model, judge_local, dtype=dtype, device=device
+        )
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    config = BehaviourConfig(
+        multipliers=_float_list(multipliers, "--multipliers"),
+        direction=direction,
+        chat=_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    result = run_behaviour(lm, tokenizer, items, steering, config, judge=judge, log=_log)
+    result.metadata.update({"model": model, "vector": str(vector) if vector else None})
+    paths = save_behaviour(result, out)
+    typer.echo(result.summary())
+    _log(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+# ------------------------------------------------------------------- mmlu
+def mmlu_command(
+    data: Annotated[
+        list[Path], typer.Argument(help="MMLU CSV/JSONL/Parquet files or folders of them.")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write mmlu.json here.")] = None,
+    model: ModelOption = "default",
+    vector: Annotated[Path | None, typer.Option(help="Vector folder (or BiPO .pt).")] = None,
+    sae: SaeOption = None,
+    layer: Annotated[int | None, typer.Option(help="Layer of a bare .pt vector.")] = None,
+    multipliers: Annotated[
+        str, typer.Option(help="Comma-separated λ to evaluate besides 0 (unsteered).")
+    ] = "1",
+    direction: Annotated[int, typer.Option(help="+1 toward the behaviour, -1 away.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Use a seeded sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit sample.")] = 0,
+    shots: Annotated[
+        int, typer.Option(help="Few-shot examples per question, from the same subject.")
+    ] = 0,
+    dev: Annotated[
+        list[Path] | None,
+        typer.Option(help="MMLU dev files for the few-shot examples (default: other questions)."),
+    ] = None,
+    chat: ChatOption = "auto",
+    batch_size: BatchOption = 16,
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """General knowledge kept: MMLU-format accuracy unsteered vs steered, and the delta."""
+    from yapo._io import write_json
+    from yapo.evaluate.mmlu import load_mmlu, run_mmlu
+    from yapo.models import load_model
+    from yapo.sae import load_sae
+    from yapo.vectors import load_vector
+
+    _threads(threads)
+    questions, report = load_mmlu(data)
+    if report.problems:
+        _log(report.summary())
+    questions = _sample(questions, limit, seed)
+    steering = None
+    if vector is not None:
+        steering = load_vector(vector, sae=load_sae(sae) if sae else None, layer=layer)
+    dev_questions = load_mmlu(dev)[0] if dev else None
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    result = run_mmlu(
+        lm,
+        tokenizer,
+        questions,
+        vector=steering,
+        multipliers=_float_list(multipliers, "--multipliers") if steering else [],
+        direction=direction,
+        shots=shots,
+        dev=dev_questions,
+        chat=_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+    )
+    result.metadata.update({"model": model, "vector": str(vector) if vector else None})
+    if out is not None:
+        write_json(Path(out) / "mmlu.json", result.to_json())
+        _log(f"wrote {Path(out) / 'mmlu.json'}")
+    typer.echo(result.summary())

@@ -1,0 +1,387 @@
+"""Evaluation commands: ``eval`` (side-by-side benchmark), ``sweep`` (λ curves), ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from yapo.errors import YapoError
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
+]
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data", "-d", help="Cultural MCQ file or dataset (JSONL/JSON/CSV/Parquet/HF), or 'demo'."
+    ),
+]
+VectorOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--vector",
+        help="Vector folder (or BiPO .pt) to compare; repeat for several; NAME=DIR names it.",
+    ),
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+SaeOption = Annotated[
+    str | None, typer.Option(help="SAE for sparse vectors (default: the one they name).")
+]
+DirectionOption = Annotated[int, typer.Option(help="+1 toward the behaviour, -1 away.")]
+ModeOption = Annotated[
+    str, typer.Option(help="MCQ scoring: loglik (base models) | generate (\\boxed{}, chat).")
+]
+ChoicesOption = Annotated[
+    str, typer.Option(help="loglik continuation: text | letter | letter_text.")
+]
+NormalizeOption = Annotated[
+    bool, typer.Option(help="Length-normalize log-likelihoods (per-token mean).")
+]
+ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
+BatchOption = Annotated[int, typer.Option(help="Rows per forward pass / prompts per generate.")]
+MaxNewOption = Annotated[int, typer.Option(help="Tokens to generate (generate mode, answers).")]
+LimitOption = Annotated[int | None, typer.Option(help="Use only the first N items.")]
+CountriesOption = Annotated[
+    str | None, typer.Option(help="Comma-separated countries to keep (default: all).")
+]
+UnitOption = Annotated[str, typer.Option(help="RCA/PNLG pairs: country | item.")]
+AlphaOption = Annotated[float, typer.Option(help="PNLG's α in [0, 1].")]
+BootstrapOption = Annotated[int, typer.Option(help="Bootstrap samples for intervals (0: none).")]
+ConfidenceOption = Annotated[float, typer.Option(help="Interval level.")]
+SeedOption = Annotated[int, typer.Option(help="Bootstrap seed.")]
+DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
+StrictOption = Annotated[
+    bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("sweep")(sweep_command)
+    app.command("report")(report_command)
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _chat(value: str) -> bool | str:
+    mapping: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+    if value not in mapping:
+        raise YapoError(f"--chat must be auto, on or off, got {value!r}")
+    return mapping[value]
+
+
+def _records(loaded: Any) -> tuple[list[Any], Any]:
+    """Accept ``(records, report)`` or a bare list from a loader."""
+    if isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], list):
+        return loaded[0], loaded[1]
+    return list(loaded), None
+
+
+def _select(records: list[Any], countries: str | None, limit: int | None) -> list[Any]:
+    if countries:
+        wanted = {c.strip() for c in countries.split(",") if c.strip()}
+        present = {r.country for r in records}
+        missing = sorted(wanted - present)
+        if missing:
+            raise YapoError(
+                f"no items for {', '.join(missing)}; the data has {', '.join(sorted(present))}"
+            )
+        records = [r for r in records if r.country in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise YapoError(f"--limit must be at least 1, got {limit}")
+        records = records[:limit]
+    return records
+
+
+def load_mcq_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | None]:
+    """MCQ items from a file/dataset or the demo set, with the loader's report."""
+    if data == "demo":
+        from yapo.data.demo import load_demo_mcq
+
+        items, report = _records(load_demo_mcq())
+    else:
+        from yapo.data.cultural import load_mcq
+
+        items, report = _records(load_mcq(data, strict=strict))
+    if report is not None and getattr(report, "problems", None):
+        _log(report.summary())
+    return items, (report.to_json() if report is not None else None)
+
+
+def load_open_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | None]:
+    """Open-ended questions from a file/dataset (or the demo set, when it has one)."""
+    if data == "demo":
+        from yapo.data import demo
+
+        loader = getattr(demo, "load_demo_open", None)
+        if loader is None:
+            raise YapoError("the demo data has no open-ended questions")
+        questions, report = _records(loader())
+    else:
+        from yapo.data.cultural import load_open
+
+        questions, report = _records(load_open(data, strict=strict))
+    if report is not None and getattr(report, "problems", None):
+        _log(report.summary())
+    return questions, (report.to_json() if report is not None else None)
+
+
+def load_vectors(specs: list[str], sae: str | None) -> list[tuple[str, Any, str]]:
+    """``[NAME=]DIR`` specs → ``(name, vector, source)``; names default to the method."""
+    from yapo.sae import load_sae
+    from yapo.vectors import load_vector
+
+    sae_obj = load_sae(sae) if sae else None
+    loaded = []
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        vector = load_vector(Path(path), sae=sae_obj)
+        loaded.append((name, vector, path))
+    methods = [v.meta.method for name, v, _ in loaded if not name]
+    named = []
+    for name, vector, path in loaded:
+        if not name:
+            name = vector.meta.method
+            if methods.count(name) > 1:
+                name = f"{name}:{Path(path).name}"
+        named.append((name, vector, path))
+    return named
+
+
+def _mcq_config(
+    mode: str, choices: str, normalize: bool, chat: str, batch_size: int, max_new_tokens: int
+) -> Any:
+    from yapo.evaluate.mcq import McqConfig
+
+    config = McqConfig(
+        mode=mode,  # type: ignore[arg-type]
+        choices=choices,  # type: ignore[arg-type]
+        normalize=normalize,
+        chat=_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+    config.check()
+    return config
+
+
+def _metric_options(unit: str, alpha: float, bootstrap: int, confidence: float, seed: int) -> Any:
+    from yapo.evaluate.benchmark import MetricOptions
+    from yapo.evaluate.bootstrap import check_settings
+    from yapo.evaluate.metrics import UNITS, check_alpha
+
+    if unit not in UNITS:
+        raise YapoError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    check_alpha(alpha)
+    check_settings(bootstrap, confidence)
+    return MetricOptions(
+        unit=unit,  # type: ignore[arg-type]
+        alpha=alpha,
+        samples=bootstrap,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+def _judge(
+    judge_url: str | None,
+    judge_model: str | None,
+    judge_local: str | None,
+    concurrency: int,
+    retries: int,
+    cache_path: Path | None,
+    no_cache: bool,
+    dtype: str | None,
+    device: str | None,
+) -> Any:
+    from yapo.evaluate.judge import JudgeCache, LocalJudge, OpenAIJudge
+    from yapo.models.loading import cache_dir
+
+    if judge_local and (judge_url or judge_model):
+        raise YapoError("use either --judge-local or --judge-url/--judge-model, not both")
+    if not (judge_local or judge_model):
+        if judge_url:
+            raise YapoError("--judge-url needs --judge-model (the model name the server serves)")
+        return None
+    cache = None
+    if not no_cache:
+        cache = JudgeCache(cache_path or cache_dir() / "judge" / "cache.jsonl")
+    if judge_local:
+        from yapo.models import load_model
+
+        model, tokenizer = load_model(judge_local, dtype=dtype, device=device)
+        return LocalJudge(model, tokenizer, name=judge_local, cache=cache)
+    return OpenAIJudge(
+        str(judge_model), judge_url, concurrency=concurrency, max_retries=retries, cache=cache
+    )
+
+
+def eval_command(
+    out: OutOption,
+    model: ModelOption = "default",
+    data: DataOption = "",
+    vector: VectorOption = None,
+    multiplier: Annotated[float, typer.Option(help="Steering strength λ for every vector.")] = 1.0,
+    direction: DirectionOption = 1,
+    sae: SaeOption = None,
+    open_data: Annotated[
+        str | None, typer.Option(help="Open-ended questions (file/dataset) to generate and judge.")
+    ] = None,
+    judge_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp, OpenAI)."),
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Judge model name at that URL.")] = None,
+    judge_local: Annotated[
+        str | None, typer.Option(help="A local HF model (Hub id/folder) as the judge instead.")
+    ] = None,
+    judge_concurrency: Annotated[int, typer.Option(help="Judge requests in flight.")] = 4,
+    judge_retries: Annotated[int, typer.Option(help="Retries per judge request.")] = 3,
+    judge_cache: Annotated[
+        Path | None, typer.Option(help="Judgement cache file (default: the yapo cache).")
+    ] = None,
+    no_judge_cache: Annotated[bool, typer.Option(help="Do not read or write the cache.")] = False,
+    mode: ModeOption = "loglik",
+    choices: ChoicesOption = "text",
+    normalize: NormalizeOption = False,
+    chat: ChatOption = "auto",
+    batch_size: BatchOption = 16,
+    max_new_tokens: MaxNewOption = 128,
+    limit: LimitOption = None,
+    countries: CountriesOption = None,
+    unit: UnitOption = "country",
+    alpha: AlphaOption = 1.0,
+    bootstrap: BootstrapOption = 1000,
+    confidence: ConfidenceOption = 0.95,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    strict: StrictOption = True,
+) -> None:
+    """Compare no steering and each vector on cultural MCQs (and open-ended questions)."""
+    from yapo.evaluate.benchmark import make_conditions, run_benchmark, write_benchmark
+    from yapo.evaluate.openended import OpenConfig
+    from yapo.models import load_model
+
+    if not data and not open_data:
+        raise YapoError("give --data (MCQs, or 'demo') and/or --open-data")
+    mcq_config = _mcq_config(mode, choices, normalize, chat, batch_size, max_new_tokens)
+    metrics = _metric_options(unit, alpha, bootstrap, confidence, seed)
+    settings: dict[str, Any] = {"model_name": model, "data": data or None, "open_data": open_data}
+    items: list[Any] = []
+    if data:
+        items, settings["mcq_load_report"] = load_mcq_data(data, strict)
+        items = _select(items, countries, limit)
+    questions: list[Any] = []
+    if open_data:
+        questions, settings["open_load_report"] = load_open_data(open_data, strict)
+        questions = _select(questions, countries, limit)
+    judge = _judge(
+        judge_url,
+        judge_model,
+        judge_local,
+        judge_concurrency,
+        judge_retries,
+        judge_cache,
+        no_judge_cache,
+        dtype,
+        device,
+    )
+    if questions and judge is None:
+        raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
+    conditions = make_conditions(load_vectors(vector or [], sae), multiplier, direction)
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    result = run_benchmark(
+        lm,
+        tokenizer,
+        conditions,
+        mcq_items=items,
+        open_questions=questions,
+        judge=judge,
+        mcq_config=mcq_config,
+        open_config=OpenConfig(
+            chat=_chat(chat),  # type: ignore[arg-type]
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        ),
+        metrics=metrics,
+        settings=settings,
+        log=_log,
+    )
+    folder = write_benchmark(result, out)
+    typer.echo((folder / "tables.md").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {folder}/results.json, tables.md, tables.json", err=True)
+
+
+def sweep_command(
+    out: OutOption,
+    model: ModelOption = "default",
+    data: DataOption = "demo",
+    vector: VectorOption = None,
+    multipliers: Annotated[
+        str, typer.Option(help="Comma-separated multipliers λ, e.g. -2,-1,0,1,2.")
+    ] = "-2,-1,0,1,2",
+    direction: DirectionOption = 1,
+    sae: SaeOption = None,
+    mode: ModeOption = "loglik",
+    choices: ChoicesOption = "text",
+    normalize: NormalizeOption = False,
+    chat: ChatOption = "auto",
+    batch_size: BatchOption = 16,
+    max_new_tokens: MaxNewOption = 128,
+    limit: LimitOption = None,
+    countries: CountriesOption = None,
+    unit: UnitOption = "country",
+    alpha: AlphaOption = 1.0,
+    bootstrap: BootstrapOption = 1000,
+    confidence: ConfidenceOption = 0.95,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = None,
+    device: DeviceOption = None,
+    strict: StrictOption = True,
+) -> None:
+    """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG)."""
+    from yapo.evaluate.sweep import parse_multipliers, run_sweep, write_sweep
+    from yapo.models import load_model
+
+    grid = parse_multipliers(multipliers)
+    if not vector:
+        raise YapoError("a sweep needs at least one --vector")
+    mcq_config = _mcq_config(mode, choices, normalize, chat, batch_size, max_new_tokens)
+    metrics = _metric_options(unit, alpha, bootstrap, confidence, seed)
+    items, report = load_mcq_data(data, strict)
+    items = _select(items, countries, limit)
+    vectors = load_vectors(vector, sae)
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    result = run_sweep(
+        lm,
+        tokenizer,
+        items,
+        vectors,
+        grid,
+        direction=direction,
+        mcq_config=mcq_config,
+        metrics=metrics,
+        settings={"model_name": model, "data": data, "mcq_load_report": report},
+        log=_log,
+    )
+    folder = write_sweep(result, out)
+    typer.echo((folder / "sweep.md").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {folder}/sweep.json, sweep.md, sweep.png", err=True)
+
+
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Training, eval and sweep run folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
+) -> None:
+    """Gather runs into one Markdown report with loss curves, tables and λ curves."""
+    from yapo.report.gather import build_report
+
+    path = build_report(list(run_dirs), out)
+    typer.echo(str(path))

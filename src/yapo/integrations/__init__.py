@@ -1,0 +1,1 @@
+"""Bridges to other tools; each imports its tool lazily (optional extras)."""

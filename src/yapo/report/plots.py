@@ -1,0 +1,168 @@
+"""PNG plots: training loss curves, multiplier sweeps, overall accuracy per condition.
+
+Figures are made with matplotlib's object API on the Agg canvas (no pyplot, no display,
+no global state), so plotting works on headless machines and from threads, and each PNG
+is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from yapo._io import atomic_path
+
+_METRIC_TITLES = {
+    "localized": "MCQ accuracy, localized (%)",
+    "nonlocalized": "MCQ accuracy, non-localized (%)",
+    "mixed": "MCQ accuracy, mixed (%)",
+    "rca": "RCA (%)",
+    "pnlg": "PNLG",
+}
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    target = Path(path)
+    figure.tight_layout()
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png")
+    return target
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over ``window`` points (shorter at the start)."""
+    out: list[float] = []
+    total = 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss_curves(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    window: int | None = None,
+    title: str = "Training loss",
+) -> Path:
+    """One line per run: ``(label, steps, losses)``; raw losses faint, smoothed solid.
+
+    The bi-directional loss alternates between d = +1 and d = −1 steps, so raw curves
+    are jagged; the smoothed line (trailing mean) is what to compare across methods.
+    """
+    figure = _figure(7.0, 4.2)
+    axes = figure.add_subplot(1, 1, 1)
+    colors = _colors(len(curves))
+    for (label, steps, losses), color in zip(curves, colors):
+        if not losses:
+            continue
+        size = window or max(1, min(50, len(losses) // 20))
+        axes.plot(steps, losses, color=color, alpha=0.25, linewidth=0.8)
+        axes.plot(
+            steps, moving_average(list(losses), size), color=color, label=label, linewidth=1.8
+        )
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if curves:
+        axes.legend()
+    return _save(figure, path)
+
+
+def plot_sweep(
+    sweep: Mapping[str, Any],
+    path: str | Path,
+    metrics: Sequence[str] = ("mixed", "rca"),
+) -> Path:
+    """Overall metric vs multiplier λ, one line per method, with interval bands."""
+    figure = _figure(5.0 * len(metrics), 4.0)
+    methods = sweep["methods"]
+    colors = _colors(len(methods))
+    for panel, metric in enumerate(metrics, start=1):
+        axes = figure.add_subplot(1, len(metrics), panel)
+        scale = 1.0 if metric == "pnlg" else 100.0
+        for (name, method), color in zip(methods.items(), colors):
+            xs, ys, lows, highs = [], [], [], []
+            for point in method["points"]:
+                cell = point["overall"][metric]
+                if cell.get("value") is None:
+                    continue
+                xs.append(point["multiplier"])
+                ys.append(cell["value"] * scale)
+                lows.append(
+                    (cell.get("low") if cell.get("low") is not None else cell["value"]) * scale
+                )
+                highs.append(
+                    (cell.get("high") if cell.get("high") is not None else cell["value"]) * scale
+                )
+            axes.plot(xs, ys, marker="o", color=color, label=name)
+            axes.fill_between(xs, lows, highs, color=color, alpha=0.15)
+        axes.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+        axes.set_xlabel("multiplier λ")
+        axes.set_title(_METRIC_TITLES.get(metric, metric))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    return _save(figure, path)
+
+
+def plot_overall_bars(tables: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Overall MCQ accuracy (loc / non-loc / mixed) per condition with interval bars."""
+    table = tables.get("table1")
+    if not table:
+        return None
+    overall = next((r for r in table["rows"] if r["level"] == "overall"), None)
+    if overall is None:
+        return None
+    conditions = list(dict.fromkeys(c["condition"] for c in table["columns"]))
+    metrics = ["localized", "nonlocalized", "mixed"]
+    figure = _figure(max(5.0, 1.6 * len(conditions) + 2.0), 4.0)
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / len(metrics)
+    for k, (metric, color) in enumerate(zip(metrics, _colors(len(metrics)))):
+        xs, ys, errors_low, errors_high = [], [], [], []
+        for i, condition in enumerate(conditions):
+            cell = overall["cells"].get(f"{condition}|mcq|{metric}")
+            if not cell or cell.get("value") is None:
+                continue
+            value = 100 * cell["value"]
+            low = 100 * cell["low"] if cell.get("low") is not None else value
+            high = 100 * cell["high"] if cell.get("high") is not None else value
+            xs.append(i + (k - 1) * width)
+            ys.append(value)
+            errors_low.append(max(0.0, value - low))
+            errors_high.append(max(0.0, high - value))
+        axes.bar(
+            xs, ys, width, yerr=[errors_low, errors_high], color=color, label=metric, capsize=3
+        )
+    axes.set_xticks(range(len(conditions)))
+    axes.set_xticklabels(conditions, rotation=15)
+    axes.set_ylabel("MCQ accuracy (%)")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend()
+    return _save(figure, path)
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return [palette(i % 10) for i in range(max(n, 1))]
+
+
+def finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if isinstance(v, int | float) and math.isfinite(v)]

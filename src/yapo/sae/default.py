@@ -1,0 +1,28 @@
+"""The default steering layer of the embedded model, read from the packaged SAE.
+
+The shipped SAE encodes the output of block 10 of Gemma 3 270M (18 blocks): the YaPO
+paper steers Gemma-2-2B at layer 15 of 26, a relative depth of 0.58, and 0.58 × 18 ≈ 10.
+The packaged ``cfg.json`` records the layer (``hook_layer``); this module reads it so
+that code using the default model steers where the default SAE can encode.
+"""
+
+from __future__ import annotations
+
+import json
+
+from yapo.sae.formats import SAELENS_CONFIG, default_sae_folder
+
+FALLBACK_LAYER = 10  # paper's relative depth 15/26 applied to 18 blocks
+
+
+def _read_default_layer() -> int:
+    path = default_sae_folder() / SAELENS_CONFIG
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return FALLBACK_LAYER
+    value = cfg.get("hook_layer", (cfg.get("metadata") or {}).get("hook_layer"))
+    return int(value) if value is not None else FALLBACK_LAYER
+
+
+DEFAULT_LAYER: int = _read_default_layer()
