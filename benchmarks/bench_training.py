@@ -12,8 +12,9 @@ directions and vector, so that load from other programs on a shared machine hits
 alike; the speed-up is the median of the per-step ratios. Each step is one full forward
 and backward of a batch (chosen and rejected of ``--batch-size`` pairs); the losses of
 the two paths are compared too. Peak memory: each (method, path) runs a few steps in
-its own process; on CPU the peak resident set size (``ru_maxrss``) and its rise above
-the size right after loading the model, on CUDA ``torch.cuda.max_memory_allocated``.
+its own process; on CPU the peak resident set size while caching and training (``VmHWM``,
+reset after loading the model) and its rise above the size after loading, on CUDA
+``torch.cuda.max_memory_allocated``.
 
     python benchmarks/bench_training.py --pairs 16 --steps 4 --threads 1 \\
         --data ../shared/data/bipo/power-seeking/train.csv --json bench.json
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,12 +32,20 @@ import time
 from typing import Any
 
 
-def _rss_mib() -> float:
+def _status_mib(key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MiB."""
     with open("/proc/self/status", encoding="ascii") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _reset_peak() -> None:
+    """Start ``VmHWM`` again from the current size (Linux: clear_refs 5), so that the
+    peak excludes the transient memory of loading the model."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,18 +189,28 @@ def memory_path(args: argparse.Namespace) -> dict[str, Any]:
     cuda = args.device is not None and args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    base = _rss_mib()
+    _reset_peak()
+    base = _status_mib("VmRSS")
     trainer = _trainer(setup, args.method, args.path == "fast")
+    peak_cache = float("nan")
     if args.path == "fast":
         trainer.fill_cache(trainer.train_pairs, trainer.train_cache, "train")
+        peak_cache = _status_mib("VmHWM")
+        _reset_peak()
+    before_steps = _status_mib("VmRSS")
     _set_vector(trainer, args.method)
     for i in range(2):
         trainer._step(i + 1, list(range(i * args.batch_size, (i + 1) * args.batch_size)), 1)
+    peak_steps = _status_mib("VmHWM")
     out = {
         "method": args.method,
         "path": args.path,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_load_mib": base,
+        "peak_cache_fill_mib": peak_cache,
+        "rss_before_steps_mib": before_steps,
+        "peak_steps_mib": peak_steps,
+        "peak_rss_mib": max(peak_steps, peak_cache) if args.path == "fast" else peak_steps,
+        "step_rise_mib": peak_steps - before_steps,
     }
     out["peak_rise_mib"] = out["peak_rss_mib"] - base
     if cuda:
@@ -224,6 +242,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--methods", nargs="+", default=["bipo", "yapo"])
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--no-timing", action="store_true", help="skip the timing runs")
     parser.add_argument("--json", default=None, help="write all results here")
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -234,16 +253,20 @@ def main() -> None:
         return
     results: dict[str, Any] = {"timing": [], "memory": []}
     for method in args.methods:
-        timing = _child(["--method", method])
-        results["timing"].append(timing)
-        print(
-            f"{method}: fast {timing['fast_seconds_per_step']:.2f} s/step, straightforward "
-            f"{timing['straightforward_seconds_per_step']:.2f} s/step -> "
-            f"{timing['speedup_median']:.2f}x (median of per-step ratios); one-off cache "
-            f"{timing['cache_seconds_per_pair']:.2f} s/pair; largest loss difference "
-            f"{timing['max_loss_difference']:.1e}",
-            flush=True,
-        )
+        if args.no_timing:
+            timing = None
+        else:
+            timing = _child(["--method", method])
+            results["timing"].append(timing)
+        if timing:
+            print(
+                f"{method}: fast {timing['fast_seconds_per_step']:.2f} s/step, straightforward "
+                f"{timing['straightforward_seconds_per_step']:.2f} s/step -> "
+                f"{timing['speedup_median']:.2f}x (median of per-step ratios); one-off cache "
+                f"{timing['cache_seconds_per_pair']:.2f} s/pair; largest loss difference "
+                f"{timing['max_loss_difference']:.1e}",
+                flush=True,
+            )
         if args.no_memory:
             continue
         for path in ("fast", "straightforward"):
@@ -251,7 +274,8 @@ def main() -> None:
             results["memory"].append(memory)
             print(
                 f"{method} {path}: peak RSS {memory['peak_rss_mib']:.0f} MiB "
-                f"(+{memory['peak_rise_mib']:.0f} MiB over the loaded model)"
+                f"(+{memory['peak_rise_mib']:.0f} MiB over the loaded model; a training step "
+                f"+{memory.get('step_rise_mib', float('nan')):.0f} MiB over its start)"
                 + (
                     f", CUDA peak {memory['cuda_peak_mib']:.0f} MiB"
                     if "cuda_peak_mib" in memory

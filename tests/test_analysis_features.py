@@ -52,9 +52,10 @@ def test_decoder_fit_recovers_a_planted_combination_of_decoder_rows(seed: int) -
 def test_plain_nnls_is_non_negative_and_exact_inside_the_cone() -> None:
     sae = make_sae("relu", d_sae=96)
     c = torch.rand(96, generator=torch.Generator().manual_seed(3))
-    fit = decoder_fit(sae, c @ sae.W_dec, sparsity=0.0, max_iter=20000, tol=1e-10)
+    fit = decoder_fit(sae, c @ sae.W_dec, sparsity=0.0, max_iter=4000, tol=1e-9)
     assert bool((fit.coefficients >= 0).all())
-    assert fit.relative_residual < 1e-3
+    assert fit.relative_residual < 1e-2
+    assert fit.nonzero > 40  # without the L1 weight the fit is dense (hence the default)
 
 
 def test_encoder_direction_is_the_change_of_pre_activations() -> None:
@@ -101,7 +102,7 @@ def _oracle_codes(
     ids = tokenizer(text, return_tensors="pt")["input_ids"]  # type: ignore[operator]
     with torch.no_grad():
         states = model(ids, output_hidden_states=True).hidden_states[LAYER + 1][0]
-    return sae.encode(states)[1:]  # type: ignore[attr-defined,no-any-return]  # drop BOS
+    return sae.encode(states)[1:].detach()  # type: ignore[attr-defined,no-any-return]  # drop BOS
 
 
 def test_latent_activity_matches_one_document_at_a_time() -> None:

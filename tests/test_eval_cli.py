@@ -163,14 +163,20 @@ def test_eval_refuses_bad_data_and_bad_options(setup: dict[str, Path]) -> None:
     assert not Path(out).exists()
 
 
-def test_eval_runs_on_the_demo_data(setup: dict[str, Path]) -> None:
+def test_eval_runs_on_the_demo_data(setup: dict[str, Path], server: tuple[str, Script]) -> None:
+    url, script = server
     out = setup["root"] / "demo"
     _invoke(
         ["eval", "--model", str(setup["model"]), "--data", "demo", "--limit", "6",
-         "--choices", "letter", "--bootstrap", "0", "--out", str(out)]
+         "--choices", "letter", "--bootstrap", "0", "--open-data", "demo", "--countries", "Egypt",
+         "--judge-url", url, "--judge-model", "judge-test", "--judge-cache",
+         str(setup["root"] / "cache.jsonl"), "--max-new-tokens", "2", "--out", str(out)]
     )  # fmt: skip
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["conditions"][0]["mcq"]["answers"] == 12
+    assert results["conditions"][0]["open"]["answers"] == 12
+    assert results["settings"]["open_data"] == "demo"
+    assert len(script.bodies) == 12 and (setup["root"] / "cache.jsonl").is_file()
 
 
 def test_sweep_shares_lambda_zero_and_writes_json_and_png(setup: dict[str, Path]) -> None:

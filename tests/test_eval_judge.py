@@ -23,6 +23,7 @@ from tests.test_eval_support import (
     serve_judge,
 )
 
+from yapo import YapoError
 from yapo.evaluate.judge import (
     JudgeCache,
     Judgement,
@@ -141,6 +142,14 @@ def test_http_judge_grades_retries_and_records_failures(server: tuple[str, Scrip
     assert "COUNTRY: Spain" in body["messages"][1]["content"]
     assert judge.describe()["model"] == "judge-test"
     assert judge.describe()["base_url"] == url
+
+
+def test_official_api_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("YAPO_JUDGE_API_KEY", raising=False)
+    with pytest.raises(YapoError, match="needs a key"):
+        OpenAIJudge("gpt-4o-mini")
+    assert OpenAIJudge("local", "http://127.0.0.1:9/v1").name == "local"  # local: no key needed
 
 
 def test_concurrency_is_limited(server: tuple[str, Script]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tests.conftest import HIDDEN, make_model, make_sae
+
 from yapo import DenseVector, SparseVector
 
 pytestmark = [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.conftest import ARCHITECTURES, LAYERS, make_model
+
 from yapo import YapoError, decoder_blocks, load_model, resolve_layer
 from yapo.models.layers import hidden_size, model_fingerprint
 from yapo.models.loading import parse_dtype, resolve_model_source
@@ -75,11 +75,23 @@ def test_cli_generate_and_errors(saved_model_dir: Path, tmp_path: Path) -> None:
 
     model, _ = load_model(str(saved_model_dir))
     DenseVector.create(torch.randn(32) * 4, model, 1).save(tmp_path / "vec")
-    plain = _yapo("generate", "--model", str(saved_model_dir), "--max-new-tokens", "4",
-                  "--json", "w1 w2 w3")
+    plain = _yapo(
+        "generate", "--model", str(saved_model_dir), "--max-new-tokens", "4", "--json", "w1 w2 w3"
+    )
     assert plain.returncode == 0, plain.stderr
-    steered = _yapo("generate", "--model", str(saved_model_dir), "--vector", str(tmp_path / "vec"),
-                    "--multiplier", "8", "--max-new-tokens", "4", "--json", "w1 w2 w3")
+    steered = _yapo(
+        "generate",
+        "--model",
+        str(saved_model_dir),
+        "--vector",
+        str(tmp_path / "vec"),
+        "--multiplier",
+        "8",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        "w1 w2 w3",
+    )
     assert steered.returncode == 0, steered.stderr
     assert plain.stdout != steered.stdout
     bad = _yapo("generate", "--model", str(tmp_path / "nope"), "hi")

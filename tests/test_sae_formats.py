@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from tests.conftest import HIDDEN, make_model, make_sae
+
 from yapo import MismatchError, YapoError, load_sae
 from yapo.sae.formats import check_sae_fits_model
 
@@ -48,7 +48,9 @@ def test_gemma_scope_npz_reproduces_jumprelu(tmp_path: Path) -> None:
 
 def test_saelens_folder_reproduces_jumprelu(tmp_path: Path) -> None:
     arrays = _gemma_scope_arrays()
-    save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp_path / "sae_weights.safetensors")
+    save_file(
+        {k: torch.from_numpy(v) for k, v in arrays.items()}, tmp_path / "sae_weights.safetensors"
+    )
     cfg = {
         "architecture": "jumprelu",
         "d_in": HIDDEN,
@@ -70,7 +72,9 @@ def test_saelens_folder_reproduces_jumprelu(tmp_path: Path) -> None:
 def test_saelens_topk_and_relu_configs(tmp_path: Path) -> None:
     arrays = _gemma_scope_arrays()
     del arrays["threshold"]
-    save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp_path / "sae_weights.safetensors")
+    save_file(
+        {k: torch.from_numpy(v) for k, v in arrays.items()}, tmp_path / "sae_weights.safetensors"
+    )
     x = torch.randn(3, HIDDEN)
     pre = x @ torch.from_numpy(arrays["W_enc"]) + torch.from_numpy(arrays["b_enc"])
     (tmp_path / "cfg.json").write_text(
@@ -81,8 +85,15 @@ def test_saelens_topk_and_relu_configs(tmp_path: Path) -> None:
     top = pre.topk(5, dim=-1)
     torch.testing.assert_close(codes.gather(-1, top.indices), torch.relu(top.values))
     (tmp_path / "cfg.json").write_text(
-        json.dumps({"architecture": "standard", "activation_fn_str": "relu", "d_in": HIDDEN,
-                    "d_sae": 64, "apply_b_dec_to_input": True})
+        json.dumps(
+            {
+                "architecture": "standard",
+                "activation_fn_str": "relu",
+                "d_in": HIDDEN,
+                "d_sae": 64,
+                "apply_b_dec_to_input": True,
+            }
+        )
     )
     shifted = (x - torch.from_numpy(arrays["b_dec"])) @ torch.from_numpy(arrays["W_enc"])
     torch.testing.assert_close(

@@ -263,7 +263,7 @@ def test_sparse_topk_gradients_equal_dense_autograd() -> None:
         for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)
     ]
     w_enc, b_enc, w_dec, b_dec = params
-    pre = x @ w_enc + b_enc
+    pre = (x - b_dec) @ w_enc + b_enc
     values, indices = pre.topk(5, dim=-1)
     codes = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
     recon = codes @ w_dec + b_dec

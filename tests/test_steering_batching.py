@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tests.conftest import HIDDEN, make_model, make_sae, make_tokenizer
+
 from yapo import DenseVector, SparseVector, add_to_layer, generate
 from yapo.vectors.base import SteeringVector
 
@@ -74,7 +74,12 @@ def test_steered_generate_equals_manual_recomputation(kind: str, positions: str)
         out = model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6)
     assert torch.equal(out[:, ids.shape[1] :], expected)
     text = generate(
-        model, tokenizer, prompt, vector=vector, multiplier=2.0, positions=positions,  # type: ignore[arg-type]
+        model,
+        tokenizer,
+        prompt,
+        vector=vector,
+        multiplier=2.0,
+        positions=positions,  # type: ignore[arg-type]
         max_new_tokens=6,
     )
     assert text == tokenizer.batch_decode(expected, skip_special_tokens=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tests.conftest import ARCHITECTURES, HIDDEN, LAYERS, make_model, make_sae
+
 from yapo import DenseVector, SparseVector, decoder_blocks
 from yapo.vectors import sparse_delta_reference
 
@@ -112,7 +112,9 @@ def test_sparse_fast_form_encodes_only_negative_latents() -> None:
     hidden = torch.randn(2, 3, HIDDEN)
     delta = vector.delta(hidden, 1.0, 1)
     assert calls == []
-    torch.testing.assert_close(delta.expand_as(hidden), sparse_delta_reference(sae, hidden, vector.vector))
+    torch.testing.assert_close(
+        delta.expand_as(hidden), sparse_delta_reference(sae, hidden, vector.vector)
+    )
     vector.delta(hidden, 1.0, -1)
     assert calls == [sae.d_sae]  # every entry of u is negative now
 

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.conftest import HIDDEN, make_model, make_sae
+
 from yapo import DenseVector, MismatchError, SparseVector, YapoError, load_vector
 from yapo.vectors.base import CONFIG_FILE, VECTOR_FILE
 
 
 def test_dense_round_trip(tmp_path: Path) -> None:
     model = make_model("llama")
-    vector = DenseVector.create(torch.randn(HIDDEN), model, 2, method="caa",
-                                hyperparameters={"pairs": 10})
+    vector = DenseVector.create(
+        torch.randn(HIDDEN), model, 2, method="caa", hyperparameters={"pairs": 10}
+    )
     vector.save(tmp_path / "v")
     config = json.loads((tmp_path / "v" / CONFIG_FILE).read_text())
     assert config["kind"] == "dense" and config["method"] == "caa" and config["layer"] == 2

@@ -241,7 +241,8 @@ def latent_activity(
                 k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")
             }
             states = _layer_states(model, index, inputs)
-            acts = sae.encode_latents(states, chosen).float().cpu()  # (B, T, k)
+            with torch.no_grad():
+                acts = sae.encode_latents(states, chosen).float().cpu()  # (B, T, k)
             acts = acts.masked_fill(~valid.unsqueeze(-1), 0.0)
             total_tokens += int(valid.sum())
             active = (acts > 0) & valid.unsqueeze(-1)

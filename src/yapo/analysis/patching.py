@@ -736,6 +736,13 @@ def plot_patching(result: PatchingResult, path: str | Path, title: str | None = 
                 label="P(Western), patched",
             )
             ax.axhline(
+                result.localized.p_western,
+                color="tab:red",
+                ls="--",
+                lw=1,
+                label="P(Western), localized",
+            )
+            ax.axhline(
                 result.nonlocalized.p_western or 0.0,
                 color="tab:red",
                 ls=":",

@@ -243,7 +243,8 @@ def residual_direction(vector: SteeringVector) -> Tensor:
     to be lowered in full; the exact change depends on the activations (DESIGN.md).
     """
     if isinstance(vector, SparseVector):
-        return (vector.vector.float().to(vector.sae.W_dec.device) @ vector.sae.W_dec).cpu()
+        weights = vector.sae.W_dec.detach()
+        return (vector.vector.float().to(weights.device) @ weights).cpu()
     return vector.vector.detach().float().cpu()
 
 

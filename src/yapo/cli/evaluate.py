@@ -115,14 +115,11 @@ def load_mcq_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | 
 
 
 def load_open_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | None]:
-    """Open-ended questions from a file/dataset (or the demo set, when it has one)."""
+    """Open-ended questions from a file/dataset, or the demo set."""
     if data == "demo":
-        from yapo.data import demo
+        from yapo.data.demo import load_demo_open
 
-        loader = getattr(demo, "load_demo_open", None)
-        if loader is None:
-            raise YapoError("the demo data has no open-ended questions")
-        questions, report = _records(loader())
+        questions, report = _records(load_demo_open())
     else:
         from yapo.data.cultural import load_open
 

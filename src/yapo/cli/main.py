@@ -13,8 +13,9 @@ import typer
 from yapo.cli.analysis import register as register_analysis
 from yapo.cli.core import register as register_core
 from yapo.cli.data import register as register_data
-from yapo.cli.sae import register as register_sae
+from yapo.cli.demo import register as register_demo
 from yapo.cli.evaluate import register as register_evaluate
+from yapo.cli.sae import register as register_sae
 from yapo.cli.train import register as register_train
 from yapo.errors import YapoError
 
@@ -31,6 +32,7 @@ register_data(app)
 register_sae(app)
 register_evaluate(app)
 register_train(app)
+register_demo(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -70,7 +71,8 @@ def train_command(
 ) -> None:
     """Learn a steering vector from preference pairs into a run folder.
 
-    Multi-process: `accelerate launch --num_processes N -m yapo.cli.main train ...`.
+    Several processes: `accelerate launch --multi_gpu --num_processes N -m yapo.cli.main train ...`
+    (without CUDA the processes use gloo on CPU).
     """
     import torch
 
@@ -120,6 +122,8 @@ def train_command(
         checkpoint_every=checkpoint_every,
         cache=not no_cache,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one summary per run, from the main process
     losses = result.losses()
     summary = {
         "run": str(result.run_folder),

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from yapo.errors import YapoError
 from yapo.methods.upper import LayerSplit
 
+HEAD_CHUNK = 128  # rows of logits computed at once when no gradient is needed
+
 
 @dataclass(frozen=True)
 class ResponseIndex:
@@ -63,11 +65,22 @@ def full_logprobs(
 def split_logprobs(
     split: LayerSplit, states: Tensor, attention_mask: Tensor, index: ResponseIndex
 ) -> Tensor:
-    """Per-row response log-probs from (possibly steered) layer-``L`` states."""
+    """Per-row response log-probs from (possibly steered) layer-``L`` states.
+
+    Without gradient (reference log-probs) the LM head runs on ``HEAD_CHUNK`` rows at a
+    time, so a large vocabulary's logits never fill memory at once.
+    """
     hidden = split.upper(states, attention_mask)
-    rows = index.rows.to(hidden.device)
-    logits = split.logits(hidden[rows, index.positions.to(hidden.device)])
-    return index.sum_per_row(_token_logprobs(logits, index.targets.to(logits.device)))
+    picked = hidden[index.rows.to(hidden.device), index.positions.to(hidden.device)]
+    targets = index.targets.to(hidden.device)
+    if torch.is_grad_enabled():
+        return index.sum_per_row(_token_logprobs(split.logits(picked), targets))
+    parts = [
+        _token_logprobs(split.logits(picked[i : i + HEAD_CHUNK]), targets[i : i + HEAD_CHUNK])
+        for i in range(0, picked.shape[0], HEAD_CHUNK)
+    ]
+    token_logprobs = torch.cat(parts) if parts else picked.new_zeros(0)
+    return index.sum_per_row(token_logprobs)
 
 
 def check_split_exact(

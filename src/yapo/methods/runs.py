@@ -232,14 +232,20 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:
             xs, ys = zip(*points)
             ax.scatter(xs, ys, s=6, alpha=0.4, color=colour, label=f"train loss, d = {d:+d}")
     if train:
-        window = max(1, len(train) // 50)
+        window = max(1, min(25, len(train) // 10))
         losses = [r["loss"] for r in train]
         smooth = [
             sum(losses[max(0, i - window + 1) : i + 1])
             / len(losses[max(0, i - window + 1) : i + 1])
             for i in range(len(losses))
         ]
-        ax.plot([r["step"] for r in train], smooth, color="black", lw=1.2, label="running mean")
+        ax.plot(
+            [r["step"] for r in train],
+            smooth,
+            color="black",
+            lw=1.2,
+            label=f"running mean ({window} steps)",
+        )
     for key, style in (("eval_loss_d+1", "s--"), ("eval_loss_d-1", "o--")):
         points = [(r["step"], r[key]) for r in evals if key in r]
         if points:

@@ -7,7 +7,6 @@ is written atomically.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,3 @@ def _colors(n: int) -> list[Any]:
 
     palette = colormaps["tab10"]
     return [palette(i % 10) for i in range(max(n, 1))]
-
-
-def finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if isinstance(v, int | float) and math.isfinite(v)]

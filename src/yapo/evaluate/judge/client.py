@@ -82,6 +82,11 @@ class OpenAIJudge:
         self.cache = cache
         # Local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one.
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
+        if base_url is None and not key:
+            raise YapoError(
+                f"the OpenAI API needs a key: set {API_KEY_ENV} or OPENAI_API_KEY, or give "
+                "--judge-url for a local server (vLLM, Ollama, llama.cpp)"
+            )
         self._client = OpenAI(
             base_url=base_url, api_key=key or "not-needed", max_retries=0, timeout=timeout
         )
@@ -115,10 +120,14 @@ class OpenAIJudge:
                     results[i] = judgement
                     if self.cache is not None:
                         self.cache.put(requests[i].cache_key(self.name), judgement)
-        failures = sum(1 for r in results if r is not None and not r.ok)
-        if failures:
+        failed = [r for r in results if r is not None and not r.ok]
+        if failed:
             logger.warning(
-                "judge %s failed on %d of %d answers", self.name, failures, len(requests)
+                "judge %s failed on %d of %d answers (first: %s)",
+                self.name,
+                len(failed),
+                len(requests),
+                failed[0].error,
             )
         return [r for r in results if r is not None]
 

@@ -2,7 +2,7 @@
 
 * :mod:`~yapo.sae.training.corpus` — text files and the model's own samples;
 * :mod:`~yapo.sae.training.activations` — layer-L activations (stopping the forward
-  pass at block L), a bounded shuffle buffer, and a resumable float16 disk cache;
+  pass at block L), a bounded shuffle buffer, and a resumable bfloat16 disk cache;
 * :mod:`~yapo.sae.training.trainer` — JumpReLU and TopK training with checkpoints;
 * :mod:`~yapo.sae.training.evaluation` — variance explained, L0, dead/dense latents and
   the next-token loss with the SAE spliced in;

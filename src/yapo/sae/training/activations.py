@@ -14,7 +14,7 @@ Two ways to feed a trainer:
 
 * :class:`ActivationStore` — streams text through the model and shuffles activations in
   a bounded buffer (memory ``buffer_size × d_model`` floats), for single-pass training;
-* :class:`ActivationCache` — writes the activations once to float16 shards on disk
+* :class:`ActivationCache` — writes the activations once to bfloat16 shards on disk
   (resumable), then serves shuffled batches for as many epochs as wanted. Extraction
   is by far the slower half on a CPU, so the shipped SAE is trained from a cache.
 """
@@ -196,7 +196,12 @@ CACHE_META = "cache.json"
 
 
 class ActivationCache:
-    """Activations of one layer in float16 ``.npy`` shards plus a ``cache.json`` manifest."""
+    """Activations of one layer in bfloat16 ``.npy`` shards plus a ``cache.json`` manifest.
+
+    bfloat16, not float16: Gemma's residual stream has rare "massive activations" above
+    float16's range (65504), which would become ``inf``. NumPy has no bfloat16, so the
+    shards hold the raw 16-bit patterns (``int16``) and are viewed back on load.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -215,12 +220,12 @@ class ActivationCache:
         return int(self.meta["d_model"])
 
     def data(self) -> Tensor:
-        """All activations as one float16 tensor ``(tokens, d_model)`` (loaded once)."""
+        """All activations as one bfloat16 tensor ``(tokens, d_model)`` (loaded once)."""
         if self._data is None:
             arrays = [np.load(self.folder / s["file"]) for s in self.meta["shards"]]
             if not arrays:
                 raise YapoError(f"activation cache {self.folder} is empty")
-            self._data = torch.from_numpy(np.concatenate(arrays))
+            self._data = torch.from_numpy(np.concatenate(arrays)).view(torch.bfloat16)
         return self._data
 
     def batches(self, batch_size: int, seed: int = 0, start_step: int = 0) -> Iterator[Tensor]:
@@ -253,7 +258,7 @@ def build_cache(
     model_name: str = "",
     progress: bool = True,
 ) -> ActivationCache:
-    """Write ``store``'s activations to ``folder`` as float16 shards; resumes a partial cache.
+    """Write ``store``'s activations to ``folder`` as bfloat16 shards; resumes a partial cache.
 
     A shard is written (atomically) once at least ``shard_tokens`` activations are
     pending at a document boundary, and the manifest then records how many documents
@@ -279,7 +284,7 @@ def build_cache(
         meta = {
             **expected,
             "model_name": model_name,
-            "dtype": "float16",
+            "dtype": "bfloat16",
             "tokens": 0,
             "texts_done": 0,
             "shards": [],
@@ -303,7 +308,7 @@ def build_cache(
     start = int(meta["texts_done"])
     texts_done = start
     for chunk, texts_done in store.iter_chunks(skip_texts=start):
-        pending.append(chunk.to(torch.float16))
+        pending.append(chunk.to(torch.bfloat16))
         pending_tokens += len(chunk)
         bar.update(len(chunk))
         if pending_tokens >= shard_tokens or meta["tokens"] + pending_tokens >= limit:
@@ -324,7 +329,7 @@ def build_cache(
 def _write_shard(
     folder: Path, meta: dict[str, Any], parts: list[Tensor], texts_done: int, started: float
 ) -> None:
-    array = torch.cat(parts).numpy()
+    array = torch.cat(parts).view(torch.int16).numpy()
     name = f"shard_{len(meta['shards']):05d}.npy"
     with atomic_path(folder / name) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)

@@ -1,7 +1,7 @@
 """Corpus → activations → SAE in one call (what ``yapo sae train`` runs).
 
 The run folder ``out`` holds ``run.json`` (how the run was started), ``samples.jsonl``
-(the model's own samples, if asked for), ``activations/`` (the float16 cache, unless
+(the model's own samples, if asked for), ``activations/`` (the bfloat16 cache, unless
 streaming), and the trainer's ``config.json``, ``metrics.jsonl``, ``checkpoint/`` and
 final ``sae/``. Running the same command again resumes whatever was interrupted:
 extraction continues after its last shard, training from its last checkpoint.

@@ -14,6 +14,10 @@ Shared choices, and why:
   the first batches), so ε, λ and learning rates mean the same at every layer and model;
   the scale is folded back into the weights before saving, so the saved SAE works on
   raw activations (decoder rows stay unit-norm, codes are in raw units);
+* the input is centred by ``b_dec`` before encoding (the pre-encoder bias, saved as
+  SAELens ``apply_b_dec_to_input``): Gemma's residual stream has a large, nearly
+  constant component (a few "massive" dimensions) that would otherwise swamp every
+  pre-activation of a freshly initialised SAE;
 * decoder rows are kept at unit norm — the gradient component along each row is removed
   before the step and rows are renormalized after — so the sparsity penalty cannot be
   dodged by shrinking codes and growing decoder rows;
@@ -68,6 +72,8 @@ class SAETrainConfig:
     threshold_init: float = 1e-3
     # TopK
     k: int = 64
+    # subtract b_dec from the input before encoding (the "pre-encoder bias")
+    pre_encoder_bias: bool = True
     # dead latents
     dead_tokens: int = 1_000_000
     aux_k: int = 512
@@ -164,7 +170,7 @@ class TrainableSAE(nn.Module):
         cfg = self.config
         if cfg.architecture == "topk":
             return self._forward_topk(x)
-        pre = x @ self.W_enc + self.b_enc
+        pre = self._encoder_input(x) @ self.W_enc + self.b_enc
         threshold = self.log_threshold.exp()
         codes = _JumpReLU.apply(pre, threshold, cfg.bandwidth)  # type: ignore[no-untyped-call]
         l0 = _Step.apply(pre, threshold, cfg.bandwidth).sum(-1).mean()  # type: ignore[no-untyped-call]
@@ -179,10 +185,11 @@ class TrainableSAE(nn.Module):
         with ``embedding_bag`` (sparse in ``W_dec``), so a step costs one dense matmul
         instead of five — what makes CPU training of a 4k-latent SAE practical.
         """
+        x_in = self._encoder_input(x)
         with torch.no_grad():
-            pre = x @ self.W_enc + self.b_enc
+            pre = x_in @ self.W_enc + self.b_enc
             values, indices = pre.topk(self.config.k, dim=-1)
-        values = _GatherPre.apply(x, self.W_enc, self.b_enc, indices, values)  # type: ignore[no-untyped-call]
+        values = _GatherPre.apply(x_in, self.W_enc, self.b_enc, indices, values)  # type: ignore[no-untyped-call]
         codes = torch.relu(values)
         recon = _sparse_decode(indices, codes, self.W_dec) + self.b_dec
         active = codes > 0
@@ -191,10 +198,13 @@ class TrainableSAE(nn.Module):
         l0 = active.sum(-1).to(x.dtype).mean()
         return {"pre": pre, "recon": recon, "l0": l0, "fired": fired}
 
+    def _encoder_input(self, x: Tensor) -> Tensor:
+        return x - self.b_dec if self.config.pre_encoder_bias else x
+
     def codes(self, x: Tensor) -> Tensor:
         """Dense codes (for tests and inspection; training never materializes them)."""
         with torch.no_grad():
-            pre = x @ self.W_enc + self.b_enc
+            pre = self._encoder_input(x) @ self.W_enc + self.b_enc
             if self.config.architecture == "jumprelu":
                 return pre * (pre > self.log_threshold.exp()).to(pre.dtype)
             values, indices = pre.topk(self.config.k, dim=-1)
@@ -231,6 +241,7 @@ class TrainableSAE(nn.Module):
             if cfg.architecture == "jumprelu"
             else None,
             k=cfg.k if cfg.architecture == "topk" else None,
+            apply_b_dec_to_input=cfg.pre_encoder_bias,
             metadata=metadata,
         )
 
@@ -246,7 +257,7 @@ def _aux_loss(
     with torch.no_grad():
         masked = out["pre"].detach().masked_fill(~dead, float("-inf"))
         values, indices = masked.topk(min(aux_k, n_dead), dim=-1)
-    values = _GatherPre.apply(x, model.W_enc, model.b_enc, indices, values)  # type: ignore[no-untyped-call]
+    values = _GatherPre.apply(model._encoder_input(x), model.W_enc, model.b_enc, indices, values)  # type: ignore[no-untyped-call]
     aux_recon = _sparse_decode(indices, torch.relu(values), model.W_dec)
     error = (residual - aux_recon).pow(2).sum(-1).mean()
     baseline = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -261,13 +272,13 @@ class _GatherPre(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, w_enc: Tensor, b_enc: Tensor, indices: Tensor, values: Tensor
     ) -> Tensor:
-        ctx.save_for_backward(x, indices)
+        ctx.save_for_backward(x, w_enc, indices)
         ctx.d_sae = w_enc.shape[1]
         return values.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, Tensor, None, None]:
-        x, indices = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor, None, None]:
+        x, w_enc, indices = ctx.saved_tensors
         batch, k = indices.shape
         rows = indices.reshape(-1)
         cols = torch.arange(batch, device=x.device).repeat_interleave(k)
@@ -279,7 +290,8 @@ class _GatherPre(torch.autograd.Function):
         grad_b = torch.zeros(ctx.d_sae, dtype=grad.dtype, device=grad.device).index_add_(
             0, rows, flat
         )
-        return None, grad_w, grad_b, None, None
+        grad_x = torch.sparse.mm(sparse.t(), w_enc.t()) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def _sparse_decode(indices: Tensor, codes: Tensor, w_dec: Tensor) -> Tensor:
