@@ -13,8 +13,8 @@ alike; the speed-up is the median of the per-step ratios. Each step is one full 
 and backward of a batch (chosen and rejected of ``--batch-size`` pairs); the losses of
 the two paths are compared too. Peak memory: each (method, path) runs a few steps in
 its own process; on CPU the peak resident set size while caching and training (``VmHWM``,
-reset after loading the model) and its rise above the size after loading, on CUDA
-``torch.cuda.max_memory_allocated``.
+reset after loading the model and paging in its memory-mapped weights) and its rise above
+the size before, on CUDA ``torch.cuda.max_memory_allocated``.
 
     python benchmarks/bench_training.py --pairs 16 --steps 4 --threads 1 \\
         --data ../shared/data/bipo/power-seeking/train.csv --json bench.json
@@ -189,6 +189,9 @@ def memory_path(args: argparse.Namespace) -> dict[str, Any]:
     cuda = args.device is not None and args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():  # page in the memory-mapped weights: they are not the method's cost
+        for parameter in setup["model"].parameters():
+            parameter.sum()
     _reset_peak()
     base = _status_mib("VmRSS")
     trainer = _trainer(setup, args.method, args.path == "fast")

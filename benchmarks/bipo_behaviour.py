@@ -11,6 +11,10 @@ Steering is applied at every position of the prompt, at the vector's layer. For 
 blocks ``0..L`` run once per question and only blocks ``L+1..N`` run per (vector, λ)
 (the same maths as ``vector.apply``, which the script checks on the first batch).
 
+``--likelihood`` adds a second measure on the same questions: how often the steered
+model gives the matching answer *text* a higher log-probability (summed over its tokens,
+EOS included, after the question alone) than the other answer's text.
+
 It also summarises each run folder's ``metrics.jsonl``: steps until the training loss
 (running mean over 8 steps) first falls below 0.1 and 0.3, and the last losses.
 
@@ -54,6 +58,7 @@ def loss_summary(run: Path) -> dict[str, Any]:
         return next((i + 1 for i, v in enumerate(smooth) if v < level), None)
 
     evals = [r for r in records if r.get("kind") == "eval"]
+    last_train = [r for r in records if r.get("kind") == "train"][-1]
     return {
         "steps": len(losses),
         "steps_to_loss_below_0.1": first_below(0.1),
@@ -62,8 +67,54 @@ def loss_summary(run: Path) -> dict[str, Any]:
         "loss_last_8": sum(losses[-8:]) / min(8, len(losses)),
         "loss_every_10_steps": [round(v, 4) for v in smooth[9::10]],
         "eval": evals[-1] if evals else None,
-        "final_vector_norm": records[-1].get("vector_norm") if records else None,
+        "final_vector_norm": last_train.get("vector_norm"),
     }
+
+
+def likelihood_counts(
+    split: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    vectors: dict[str, Any],
+    configs: list[tuple[str, float]],
+    batch_size: int,
+) -> dict[tuple[str, float], int]:
+    """Per config: questions whose matching answer text is more likely than the other's."""
+    from yapo.data.prompts import format_prompt
+    from yapo.methods.batches import TokenizedPair, TokenizedSequence, collate
+    from yapo.methods.logprobs import ResponseIndex, split_logprobs
+    from yapo.methods.preference import preference_loss
+
+    def seq(prompt: str, answer: str) -> TokenizedSequence:
+        from yapo.data.prompts import tokenize_pair
+
+        ids, mask = tokenize_pair(tokenizer, prompt, answer)
+        return TokenizedSequence(torch.tensor(ids), torch.tensor(mask).bool())
+
+    pairs = []
+    for r in rows:
+        prompt = format_prompt(tokenizer, r["question"])
+        match = r["matching"].strip()
+        other = "B" if match == "A" else "A"
+        pairs.append(TokenizedPair(seq(prompt, r[match]), seq(prompt, r[other])))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    counts = {c: 0 for c in configs}
+    started = time.perf_counter()
+    for start in range(0, len(pairs), batch_size):
+        ids = list(range(start, min(start + batch_size, len(pairs))))
+        batch = collate([pairs[i] for i in ids], ids, pad)
+        index = ResponseIndex.build(batch.input_ids, batch.response_mask)
+        with torch.no_grad():
+            states = split.lower(batch.input_ids, batch.attention_mask)
+            for name, multiplier in configs:
+                steered = states
+                if name != "none":
+                    steered = states + vectors[name].delta(states, multiplier=multiplier)
+                logprobs = split_logprobs(split, steered, batch.attention_mask, index)
+                margins = preference_loss(logprobs, torch.zeros_like(logprobs), 1, 1.0)[1]
+                counts[(name, multiplier)] += int((margins > 0).sum())
+        print(f"answer texts: {ids[-1] + 1}/{len(pairs)}, {time.perf_counter() - started:.0f} s")
+    return counts
 
 
 def main() -> None:
@@ -76,6 +127,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--likelihood", action="store_true", help="also answer-text accuracy")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,6 +182,11 @@ def main() -> None:
                     spot_check = float((direct - logits).abs().max())
         done = start + len(chunk)
         print(f"{done}/{len(rows)} questions, {time.perf_counter() - started:.0f} s", flush=True)
+    text_correct = (
+        likelihood_counts(split, tokenizer, rows, vectors, configs, args.batch_size)
+        if args.likelihood
+        else None
+    )
     accuracy: dict[str, dict[str, float]] = {}
     baseline = correct[("none", 0.0)] / len(rows)
     for name in vectors:
@@ -137,8 +194,18 @@ def main() -> None:
         for m in args.multipliers:
             if m != 0.0:
                 accuracy[name][str(m)] = correct[(name, m)] / len(rows)
+    text_accuracy = None
+    if text_correct is not None:
+        text_accuracy = {
+            name: {
+                str(m): text_correct[(name if m != 0.0 else "none", m)] / len(rows)
+                for m in [0.0, *[x for x in args.multipliers if x != 0.0]]
+            }
+            for name in vectors
+        }
     result = {
         "questions": len(rows),
+        "answer_text_accuracy_toward_matching": text_accuracy,
         "test": str(args.test),
         "layer": split.layer,
         "spot_check_max_logit_difference_vs_apply": spot_check,

@@ -261,3 +261,58 @@ def test_cli_behaviour(bipo_dir: Path, tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "behaviour.json").read_text())
     assert [p["multiplier"] for p in data["ab"]] == [0.0, 2.0]
     assert data["n_items"] == 4
+
+
+def test_eval_task_runs_the_behaviour_task(bipo_dir: Path, tmp_path: Path) -> None:
+    """`yapo eval --task` is the same evaluation as `yapo behaviour` at -λ, 0, +λ."""
+    folder = save_letter_model(tmp_path / "model")
+    from yapo import load_model
+
+    model, _ = load_model(str(folder))
+    DenseVector.create(torch.ones(HIDDEN), model, 1, method="bipo").save(tmp_path / "vec")
+    common = ["--model", str(folder), "--data", str(bipo_dir), "--vector", str(tmp_path / "vec")]
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--task",
+            "power-seeking",
+            "--multiplier",
+            "2",
+            "--out",
+            str(tmp_path / "e"),
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    via_eval = json.loads((tmp_path / "e" / "behaviour.json").read_text())
+    result = CliRunner().invoke(
+        app,
+        [
+            "behaviour",
+            "power-seeking",
+            "--multipliers",
+            "-2,0,2",
+            "--out",
+            str(tmp_path / "b"),
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    via_behaviour = json.loads((tmp_path / "b" / "behaviour.json").read_text())
+    assert [p["multiplier"] for p in via_eval["ab"]] == [-2.0, 0.0, 2.0]
+    assert via_eval["ab"] == via_behaviour["ab"]
+    two = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--task",
+            "power-seeking",
+            "--out",
+            str(tmp_path / "x"),
+            *common,
+            "--vector",
+            str(tmp_path / "vec"),
+        ],
+    )
+    assert two.exit_code != 0 and "one vector at a time" in str(two.exception)

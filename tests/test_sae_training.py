@@ -229,13 +229,13 @@ def test_training_recovers_planted_dictionary(
         lr=3e-3,
         dead_tokens=20_000,
         aux_k=32,
-        log_every=50,
+        log_every=5,
         checkpoint_every=10_000,
         **extra,
     )
     result = SAETrainer(config, batches, tmp_path).run(progress=False)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["mse"] < 0.2 * lines[0]["mse"]
+    assert lines[-1]["mse"] < 0.3 * lines[0]["mse"]  # first 5 steps vs last 5
     assert lines[-1]["fvu"] < 0.15
     assert 2 <= lines[-1]["l0"] <= 8
     cos = dictionary @ result.sae.W_dec.t() / result.sae.W_dec.norm(dim=1)

@@ -254,7 +254,7 @@ def inspect_command(
             raise YapoError("this vector does not name its model; pass --model")
         lm, tokenizer = load_model(model_name, dtype=dtype, device=device)
         main.check_fits(lm)
-    names = (vector.name or str(vector), compare.name if compare else "other")
+    names = _names(main, vector, other, compare)
     report = inspect_vector(
         main,
         sae_obj,
@@ -269,7 +269,7 @@ def inspect_command(
         batch_size=batch_size,
         max_length=max_length,
         compare=other,
-        names=names if names[0] != names[1] else (names[0], f"{names[1]} (2)"),
+        names=names,
     )
     data = report.to_json()
     if out is not None:
@@ -281,6 +281,20 @@ def inspect_command(
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(_inspection_text(report))
+
+
+def _names(main: Any, path: Path, other: Any, other_path: Path | None) -> tuple[str, str]:
+    """Labels for a comparison: the methods, or the run folders when the methods agree."""
+    if other is None or other_path is None:
+        return (main.meta.method, "other")
+    if main.meta.method != other.meta.method:
+        return (main.meta.method, other.meta.method)
+
+    def folder(p: Path) -> str:
+        return p.parent.name if p.name == "vector" and p.parent.name else p.name
+
+    first, second = folder(path), folder(other_path)
+    return (first, second) if first != second else (str(path), str(other_path))
 
 
 def _inspection_text(report: Any) -> str:

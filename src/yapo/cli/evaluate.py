@@ -260,12 +260,50 @@ def eval_command(
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     strict: StrictOption = True,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="A BiPO behaviour task (power-seeking, wealth-seeking, hallucination, "
+            "jailbreak) instead of cultural MCQs; --data is then BiPO's data folder. "
+            "Same as `yapo behaviour` at multipliers -λ, 0, +λ."
+        ),
+    ] = None,
 ) -> None:
     """Compare no steering and each vector on cultural MCQs (and open-ended questions)."""
     from yapo.evaluate.benchmark import make_conditions, run_benchmark, write_benchmark
     from yapo.evaluate.openended import OpenConfig
     from yapo.models import load_model
 
+    if task is not None:
+        from yapo.cli.analysis import behaviour_command
+
+        if vector and len(vector) > 1:
+            raise YapoError("--task evaluates one vector at a time; give a single --vector")
+        path = Path(vector[0].split("=", 1)[-1]) if vector else None
+        behaviour_command(
+            task=task,
+            out=out,
+            model=model,
+            data=Path(data) if data else None,
+            vector=path,
+            sae=sae,
+            layer=None,
+            multipliers=f"{-multiplier},0,{multiplier}",
+            direction=direction,
+            limit=limit,
+            seed=seed,
+            open_ended=bool(judge_url or judge_local),
+            judge_url=judge_url,
+            judge_model=judge_model,
+            judge_local=judge_local,
+            max_new_tokens=max_new_tokens,
+            chat=chat,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            threads=None,
+        )
+        return
     if not data and not open_data:
         raise YapoError("give --data (MCQs, or 'demo') and/or --open-data")
     mcq_config = _mcq_config(mode, choices, normalize, chat, batch_size, max_new_tokens)
