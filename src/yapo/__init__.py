@@ -13,6 +13,7 @@ from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.generation import generate
 from yapo.hooks import add_to_layer
+from yapo.methods import train
 from yapo.models import DEFAULT_MODEL, decoder_blocks, load_model, resolve_layer
 from yapo.sae import SAE, load_sae
 from yapo.vectors import DenseVector, SparseVector, SteeringVector, VectorMeta, load_vector
@@ -34,4 +35,5 @@ __all__ = [
     "load_sae",
     "load_vector",
     "resolve_layer",
+    "train",
 ]

@@ -24,6 +24,10 @@ def demo_command(
         "yapo,bipo,caa,sas"
     ),
     epochs: Annotated[int | None, typer.Option(help="Epochs for YaPO and BiPO.")] = None,
+    questions: Annotated[
+        int | None,
+        typer.Option(help="Questions of the country to use, half held out (0 = all 42)."),
+    ] = None,
     multiplier: Annotated[float, typer.Option(help="λ at evaluation.")] = 1.0,
     model: Annotated[str, typer.Option(help="Model name (default: the embedded one).")] = (
         "default"
@@ -54,6 +58,8 @@ def demo_command(
     }
     if epochs is not None:
         overrides["epochs"] = epochs
+    if questions is not None:
+        overrides["max_questions"] = questions or None
     settings = DemoSettings.quick(**overrides) if quick else DemoSettings(**overrides)  # type: ignore[arg-type]
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
