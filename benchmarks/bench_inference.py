@@ -68,6 +68,22 @@ def time_cases(model, tokenizer, cases, new_tokens: int, repeats: int) -> dict[s
     return {name: len(PROMPTS) * new_tokens / seconds for name, seconds in best.items()}
 
 
+def time_forward(model, tokenizer, cases, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Median tokens/s of one steered forward pass over the padded prompt batch, interleaved."""
+    tokenizer.padding_side = "left"
+    batch = tokenizer(PROMPTS * 4, return_tensors="pt", padding=True)
+    tokens = int(batch["attention_mask"].sum())
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, vector in cases.items():
+            steering = vector.apply(model, multiplier=4.0) if vector is not None else nullcontext()
+            with steering, torch.no_grad():
+                start = time.perf_counter()
+                model(**batch)
+                samples[name].append(time.perf_counter() - start)
+    return {name: tokens / sorted(times)[len(times) // 2] for name, times in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="default")
@@ -97,6 +113,7 @@ def main() -> None:
         "sparse_fast": sparse,
         "sparse_straightforward": sparse.with_form("reference"),
     }
+    forward = time_forward(model, tokenizer, cases, max(5, args.repeats))
     results = time_cases(model, tokenizer, cases, args.new_tokens, args.repeats)
     base = results["unsteered"]
     report = {
@@ -112,6 +129,8 @@ def main() -> None:
         "slowdown_vs_unsteered": {k: base / v for k, v in results.items()},
         "sparse_fast_speedup_over_straightforward": results["sparse_fast"]
         / results["sparse_straightforward"],
+        "forward_tokens_per_second": forward,
+        "forward_slowdown_vs_unsteered": {k: forward["unsteered"] / v for k, v in forward.items()},
     }
     write_json(args.out, report)
     print(json.dumps(report, indent=2))
