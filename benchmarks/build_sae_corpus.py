@@ -37,28 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from yapo._io import write_json
+from yapo.data.blend import BLEND_LANGUAGES
 from yapo.sae.training.corpus import read_seed_prompts, sample_texts
 
 Doc = tuple[str, str, str]  # (source, language, text)
 
-BLEND_LANGUAGES = {
-    "Algeria": "ar",
-    "Assam": "as",
-    "Azerbaijan": "az",
-    "China": "zh",
-    "Ethiopia": "am",
-    "Greece": "el",
-    "Indonesia": "id",
-    "Iran": "fa",
-    "Mexico": "es",
-    "North_Korea": "ko",
-    "Northern_Nigeria": "ha",
-    "South_Korea": "ko",
-    "Spain": "es",
-    "UK": "en",
-    "US": "en",
-    "West_Java": "su",
-}
 # Token caps per (source, language) for the training split; "*" is any other language.
 # They keep the corpus within what a CPU can extract in half an hour (about 2.3M tokens)
 # while favouring the paper's languages (en, es, pt, ar, hi) and BLEnD's.
