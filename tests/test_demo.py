@@ -24,7 +24,7 @@ def test_demo_writes_runs_evaluation_and_report(saved_model_dir: Path, tmp_path:
     result = run_demo(tmp_path / "demo", settings, log=messages.append)
     out = tmp_path / "demo"
     for method in ("yapo", "bipo", "caa", "sas"):
-        assert (out / "runs" / method / "vector" / "vector.safetensors").is_file(), method
+        assert (out / "Egypt" / "runs" / method / "vector" / "vector.safetensors").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
     names = [c["condition"]["name"] for c in results["conditions"]]
     assert names[0] == "no steering" and set(names[1:]) == {"yapo", "bipo", "caa", "sas"}

@@ -1,4 +1,4 @@
-"""``yapo demo``: the main job on the embedded model (see :mod:`yapo.demo`)."""
+"""``yapo demo`` (the main job, :mod:`yapo.demo`) and ``yapo compare`` (:mod:`yapo.compare`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
+    app.command("compare")(compare_command)
 
 
 def demo_command(
@@ -41,7 +42,8 @@ def demo_command(
     quick: Annotated[bool, typer.Option(help="Reduced run (what CI does).")] = False,
 ) -> None:
     """Train YaPO, BiPO, CAA and SAS for one country and compare them with no steering."""
-    from yapo.demo import DemoSettings, parse_languages, parse_methods, run_demo
+    from yapo.compare import parse_methods
+    from yapo.demo import DemoSettings, parse_languages, run_demo
 
     local = {"Egypt": "ar", "Morocco": "ar", "Mexico": "es", "Spain": "es"}
     chosen_languages = (
@@ -64,3 +66,85 @@ def demo_command(
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
     typer.echo(f"demo finished in {result.seconds:.0f} s; report: {result.report}")
+
+
+def compare_command(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data", "-d", help="Cultural MCQ file/dataset (e.g. from convert-blend) or 'demo'."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    countries: Annotated[
+        str | None, typer.Option(help="Comma-separated countries (default: all in the data).")
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="Comma-separated languages to keep (default: all).")
+    ] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")] = (
+        "yapo,bipo,caa,sas"
+    ),
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of each country's questions held out.")
+    ] = 0.5,
+    questions: Annotated[
+        int | None, typer.Option(help="Use only the first N questions of each country.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate for YaPO and BiPO.")] = 0.5,
+    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps for YaPO and BiPO.")] = 4,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per step for YaPO and BiPO (default 4).")
+    ] = None,
+    multiplier: Annotated[float, typer.Option(help="λ at evaluation.")] = 1.0,
+    model: Annotated[str, typer.Option(help="Model name (default: the embedded one).")] = (
+        "default"
+    ),
+    sae: Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")] = (
+        "default"
+    ),
+    layer: Annotated[
+        int | None, typer.Option(help="Steering layer (default: the SAE's layer).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
+    retrain: Annotated[
+        bool, typer.Option(help="Retrain even where a finished run with the same settings exists.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
+    ] = True,
+) -> None:
+    """Per country: train each method on its training questions, compare on held-out ones."""
+    from yapo.cli.evaluate import load_mcq_data
+    from yapo.compare import CompareSettings, parse_methods, run_comparison
+    from yapo.demo import parse_languages
+
+    settings = CompareSettings(
+        methods=parse_methods(methods),
+        test_fraction=test_fraction,
+        epochs=epochs,
+        warmup_steps=warmup_steps,
+        learning_rate=lr,
+        batch_size=batch_size,
+        multiplier=multiplier,
+        max_questions=questions,
+        model=model,
+        sae=sae,
+        layer=layer,
+        seed=seed,
+        retrain=retrain,
+    )
+    settings.check()
+    items, load_report = load_mcq_data(data, strict)
+    result = run_comparison(
+        items,
+        out,
+        settings,
+        countries=parse_languages(countries) if countries else None,
+        languages=parse_languages(languages) if languages else None,
+        log=lambda m: typer.echo(m, err=True),
+        extra_settings={"data": data, "load_report": load_report},
+    )
+    typer.echo(result.table)
+    typer.echo(f"comparison finished in {result.seconds:.0f} s; report: {result.report}")

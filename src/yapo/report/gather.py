@@ -98,6 +98,10 @@ def read_training_run(folder: Path) -> TrainingRun:
                 losses.append(loss)
     method = _method_of(folder)
     label = f"{method} ({folder.name})" if method and method not in folder.name else folder.name
+    if folder.parent.name == "runs" and folder.parent.parent.name:
+        # `yapo compare` keeps OUT/<country>/runs/<method>: several "yapo" runs, one per
+        # country, need the country in their label to be told apart.
+        label = f"{label} · {folder.parent.parent.name}"
     return TrainingRun(folder, label, method, steps, losses, skipped)
 
 

@@ -1,0 +1,146 @@
+"""Per-country comparison (`yapo compare`) on a tiny model and a random SAE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import make_sae
+
+from yapo import YapoError
+from yapo.compare import CompareSettings, country_folder_name, run_comparison, select_items
+from yapo.data.demo import load_demo_mcq
+
+
+def _settings(model_dir: Path, sae_dir: Path, **overrides: object) -> CompareSettings:
+    base: dict[str, object] = {
+        "model": str(model_dir),
+        "sae": str(sae_dir),
+        "layer": 1,
+        "max_questions": 4,
+        "epochs": 1,
+        "warmup_steps": 1,
+    }
+    base.update(overrides)
+    return CompareSettings(**base)  # type: ignore[arg-type]
+
+
+def test_each_country_gets_its_own_vectors_and_the_merged_table_agrees(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    sae_dir = tmp_path / "sae"
+    make_sae("jumprelu").save(sae_dir)
+    items = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en"])
+    out = tmp_path / "cmp"
+    messages: list[str] = []
+    result = run_comparison(
+        items,
+        out,
+        _settings(saved_model_dir, sae_dir, methods=("yapo", "caa")),
+        countries=["Spain", "Egypt"],
+        log=messages.append,
+    )
+    for country in ("Spain", "Egypt"):
+        for method in ("yapo", "caa"):
+            run = out / country / "runs" / method
+            assert (run / "vector" / "vector.safetensors").is_file()
+        assert (out / country / "eval" / "results.json").is_file()
+    # Each country's vector was trained on that country's pairs only.
+    spain = json.loads((out / "Spain" / "runs" / "caa" / "comparison_key.json").read_text())
+    egypt = json.loads((out / "Egypt" / "runs" / "caa" / "comparison_key.json").read_text())
+    assert spain["pairs"] != egypt["pairs"]
+
+    merged = json.loads((out / "eval" / "results.json").read_text())
+    names = [c["condition"]["name"] for c in merged["conditions"]]
+    assert names == ["no steering", "yapo", "caa"]
+    # The merged table's per-country rows are exactly each country's own evaluation.
+    for country in ("Spain", "Egypt"):
+        own = json.loads((out / country / "eval" / "results.json").read_text())
+        for mine, theirs in zip(merged["conditions"], own["conditions"], strict=True):
+            (whole,) = [
+                row["metrics"]
+                for row in mine["mcq"]["metrics"]["rows"]
+                if row["level"] == "country" and row["country"] == country
+            ]
+            (alone,) = [
+                row["metrics"]
+                for row in theirs["mcq"]["metrics"]["rows"]
+                if row["level"] == "overall"
+            ]
+            for metric in ("localized", "nonlocalized", "mixed"):
+                assert whole[metric]["value"] == pytest.approx(alone[metric]["value"])
+    predictions = (out / "eval" / "mcq_predictions.jsonl").read_text().splitlines()
+    per_country = sum(
+        len((out / c / "eval" / "mcq_predictions.jsonl").read_text().splitlines())
+        for c in ("Spain", "Egypt")
+    )
+    assert len(predictions) == per_country
+    assert result.layer == 1 and set(result.countries) == {"Spain", "Egypt"}
+    report = result.report.read_text()
+    assert "yapo · Spain" in report and "yapo · Egypt" in report  # one loss curve per country
+    assert "| en | Spain |" in result.table and "| en | Egypt |" in result.table
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["countries"]["Spain"]["train_pairs"] > 0
+
+
+def test_finished_runs_are_reused_only_with_the_same_settings(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    sae_dir = tmp_path / "sae"
+    make_sae("relu").save(sae_dir)
+    items = load_demo_mcq(countries=["Mexico"], languages=["en"])
+    out = tmp_path / "cmp"
+    settings = _settings(saved_model_dir, sae_dir, methods=("bipo", "sas"))
+    run_comparison(items, out, settings, log=lambda _m: None)
+    vector_file = out / "Mexico" / "runs" / "bipo" / "vector" / "vector.safetensors"
+    first = vector_file.stat().st_mtime_ns
+
+    messages: list[str] = []
+    run_comparison(items, out, settings, log=messages.append)
+    assert vector_file.stat().st_mtime_ns == first
+    assert any("bipo already trained" in m for m in messages)
+
+    messages.clear()
+    changed = _settings(saved_model_dir, sae_dir, methods=("bipo", "sas"), learning_rate=0.1)
+    run_comparison(items, out, changed, log=messages.append)
+    assert any("training bipo" in m for m in messages)  # the learning rate changed
+    assert any("sas already trained" in m for m in messages)  # SAS does not use it
+
+
+def test_bad_requests_say_what_the_data_has() -> None:
+    items = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en", "es", "ar"])
+    with pytest.raises(YapoError, match="no Atlantis; its countries: Egypt, Spain"):
+        select_items(items, ["Atlantis"])
+    with pytest.raises(YapoError, match="Egypt has no items in es; its languages: ar, en"):
+        select_items(items, ["Egypt"], ["es"])
+    assert {i.language for i in select_items(items, None, ["en"])["Spain"]} == {"en"}
+    with pytest.raises(YapoError, match="unknown method"):
+        CompareSettings(methods=("yapo", "magic")).check()
+    with pytest.raises(YapoError, match="test_fraction"):
+        CompareSettings(test_fraction=1.0).check()
+    assert country_folder_name("South Korea") == "South_Korea"
+
+
+def test_compare_cli_refuses_an_unknown_country(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yapo.cli.main",
+            "compare",
+            "--data",
+            "demo",
+            "--countries",
+            "Atlantis",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "no Atlantis; its countries: Egypt, Mexico, Morocco, Spain" in done.stderr
