@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from yapo.data.prompts import format_mcq_prompt, format_prompt
 from yapo.data.validation import DuplicateTracker, LoadReport, normalize_text
 from yapo.errors import YapoError
 from yapo.evaluate.judge.base import Judgement
-from yapo.evaluate.judge.client import RETRYABLE_STATUS, OpenAIJudge
+from yapo.evaluate.judge.client import OpenAIJudge
 from yapo.evaluate.judge.local import LocalJudge
 from yapo.evaluate.scoring import score_choices
 from yapo.evaluate.textgen import generate_texts
@@ -411,44 +410,15 @@ class ScaleLocalJudge(LocalJudge):
 class ScaleOpenAIJudge(OpenAIJudge):
     """The OpenAI-compatible judge backend, reading BiPO's 1–4 replies.
 
-    Same client, retry policy and cache as :class:`~yapo.evaluate.judge.OpenAIJudge`;
+    Same client, retry loop and cache as :class:`~yapo.evaluate.judge.OpenAIJudge`;
     only the reading of a reply differs (an unusable reply is retried, as there).
     """
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "rubric": RUBRIC_VERSION}
 
-    def _judge_one(self, request: Any) -> Judgement:
-        import openai
-
-        error, raw, attempts = "not attempted", None, 0
-        for attempt in range(self.max_retries + 1):
-            attempts += 1
-            retryable = True
-            try:
-                response = self._client.chat.completions.create(
-                    model=self.name,
-                    messages=request.messages(),
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                )
-                raw = response.choices[0].message.content or ""
-                judgement = _judgement_from_reply(request, self.name, raw, attempts)
-                if judgement.ok:
-                    return judgement
-                error = judgement.error or "unusable reply"
-            except openai.APIStatusError as exc:
-                error = f"HTTP {exc.status_code}: {exc.message}"
-                retryable = exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
-            except openai.APIConnectionError as exc:  # includes timeouts
-                error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # malformed bodies, empty choices, ...
-                error = f"malformed response ({type(exc).__name__}: {exc})"
-            if not retryable:
-                break
-            if attempt < self.max_retries and self.backoff > 0:
-                time.sleep(self.backoff * 2**attempt)
-        return Judgement(key=request.key, judge=self.name, error=error, attempts=attempts, raw=raw)
+    def _read_reply(self, request: Any, raw: str, attempts: int) -> Judgement:
+        return _judgement_from_reply(request, self.name, raw, attempts)
 
 
 # ------------------------------------------------------------- the run

@@ -131,6 +131,27 @@ class OpenAIJudge:
             )
         return [r for r in results if r is not None]
 
+    def _read_reply(self, request: JudgeRequest, raw: str, attempts: int) -> Judgement:
+        """Turn the judge's reply into a judgement; an unusable reply is a failed one.
+
+        Subclasses with another scale (BiPO's 1–4 behaviour scores) override only this:
+        the retry loop below is shared, and a failed reading is retried like an HTTP error.
+        """
+        try:
+            scores, rationale = parse_judgement(raw)
+        except RubricParseError as exc:
+            return Judgement(
+                key=request.key, judge=self.name, error=str(exc), attempts=attempts, raw=raw
+            )
+        return Judgement(
+            key=request.key,
+            judge=self.name,
+            scores=scores,
+            rationale=rationale,
+            attempts=attempts,
+            raw=raw,
+        )
+
     def _judge_one(self, request: JudgeRequest) -> Judgement:
         import openai
 
@@ -148,17 +169,10 @@ class OpenAIJudge:
                     max_tokens=self.max_tokens,
                 )
                 raw = response.choices[0].message.content or ""
-                scores, rationale = parse_judgement(raw)
-                return Judgement(
-                    key=request.key,
-                    judge=self.name,
-                    scores=scores,
-                    rationale=rationale,
-                    attempts=attempts,
-                    raw=raw,
-                )
-            except RubricParseError as exc:
-                error = str(exc)
+                judgement = self._read_reply(request, raw, attempts)
+                if judgement.ok:
+                    return judgement
+                error = judgement.error or "unusable reply"
             except openai.APIStatusError as exc:
                 error = f"HTTP {exc.status_code}: {exc.message}"
                 retryable = exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
