@@ -55,24 +55,63 @@ def oracle(
     return float(sum(log_probs[t - 1, ids[0, t]] for t in range(start, ids.shape[1])))
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3"])
-def test_batched_scores_equal_one_at_a_time_and_the_oracle(arch: str) -> None:
-    model = make_model(arch)
+def _sliding_gemma3() -> torch.nn.Module:
+    """Gemma 3 with a 4-token sliding window on its local layers: shorter than the prompts,
+    so the cached path must get the window right across the prefix/choice boundary."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    from tests.conftest import _COMMON
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(**_COMMON, head_dim=8, sliding_window=4)
+    config.layer_types = ["sliding_attention", "full_attention"] * (config.num_hidden_layers // 2)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cache", "whole-rows"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "gemma3", "gemma3-sliding"])
+def test_batched_scores_equal_one_at_a_time_and_the_oracle(arch: str, prefix_cache: bool) -> None:
+    model = _sliding_gemma3() if arch == "gemma3-sliding" else make_model(arch)
     tokenizer = make_eval_tokenizer()
-    batched = score_choices(model, tokenizer, PROMPTS, CHOICES, batch_size=5)
+    options = {"prefix_cache": prefix_cache}
+    batched = score_choices(model, tokenizer, PROMPTS, CHOICES, batch_size=5, **options)
     single = [
-        [score_choices(model, tokenizer, [p], [[c]], batch_size=1)[0][0] for c in options]
-        for p, options in zip(PROMPTS, CHOICES)
+        [
+            score_choices(model, tokenizer, [p], [[c]], batch_size=1, **options)[0][0]
+            for c in choices
+        ]
+        for p, choices in zip(PROMPTS, CHOICES)
     ]
     expected = [
-        [oracle(model, tokenizer, p, c) for c in options] for p, options in zip(PROMPTS, CHOICES)
+        [oracle(model, tokenizer, p, c) for c in choices] for p, choices in zip(PROMPTS, CHOICES)
     ]
     for row_b, row_s, row_e in zip(batched, single, expected):
         assert row_b == pytest.approx(row_s, abs=1e-4)
         assert row_b == pytest.approx(row_e, abs=1e-4)
-    everything = score_choices(model, tokenizer, PROMPTS, CHOICES, batch_size=64)
+    everything = score_choices(model, tokenizer, PROMPTS, CHOICES, batch_size=64, **options)
     for row_b, row_all in zip(batched, everything):
         assert row_b == pytest.approx(row_all, abs=1e-4)
+
+
+def test_prefix_cache_runs_each_prompt_once() -> None:
+    model = make_model("llama")
+    tokenizer = make_eval_tokenizer()
+    _, cached = score_choices_with_stats(model, tokenizer, PROMPTS, CHOICES, batch_size=64)
+    _, whole = score_choices_with_stats(
+        model, tokenizer, PROMPTS, CHOICES, batch_size=64, prefix_cache=False
+    )
+    rows = sum(len(c) for c in CHOICES)
+    assert cached.sequences == whole.sequences == rows
+    assert (cached.forward_passes, whole.forward_passes) == (2, 1)
+    # With 4 rows per batch, whole prompts go together: (4), (3), (2), (3) options.
+    _, small = score_choices_with_stats(model, tokenizer, PROMPTS, CHOICES, batch_size=4)
+    assert small.forward_passes == 2 * 4 and small.sequences == rows
+    prompt_tokens = [len(tokenizer(p)["input_ids"]) for p in PROMPTS]
+    choice_tokens = [len(c.split()) for choices in CHOICES for c in choices]
+    assert whole.tokens == sum(n * len(c) for n, c in zip(prompt_tokens, CHOICES)) + sum(
+        choice_tokens
+    )
+    # Each prompt minus its last token once, then [last token, *choice] per row.
+    assert cached.tokens == sum(n - 1 for n in prompt_tokens) + sum(k + 1 for k in choice_tokens)
 
 
 def test_normalize_divides_by_the_number_of_choice_tokens() -> None:
@@ -93,8 +132,9 @@ def _vectors(model: torch.nn.Module) -> list[DenseVector | SparseVector]:
     return [dense, sparse]
 
 
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cache", "whole-rows"])
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
-def test_steered_scores_equal_a_manually_steered_forward(kind: str) -> None:
+def test_steered_scores_equal_a_manually_steered_forward(kind: str, prefix_cache: bool) -> None:
     model = make_model("llama")
     tokenizer = make_eval_tokenizer()
     vector = _vectors(model)[0 if kind == "dense" else 1]
@@ -109,6 +149,7 @@ def test_steered_scores_equal_a_manually_steered_forward(kind: str) -> None:
             multiplier=multiplier,
             direction=direction,
             batch_size=3,
+            prefix_cache=prefix_cache,
         )
         for p, options, row in zip(PROMPTS, CHOICES, steered):
             expected = [
@@ -138,7 +179,9 @@ def test_chat_rendered_prompts_get_no_second_bos() -> None:
 def test_throughput_is_counted() -> None:
     model = make_model("llama")
     tokenizer = make_eval_tokenizer()
-    _, stats = score_choices_with_stats(model, tokenizer, PROMPTS, CHOICES, batch_size=4)
+    _, stats = score_choices_with_stats(
+        model, tokenizer, PROMPTS, CHOICES, batch_size=4, prefix_cache=False
+    )
     rows = sum(len(c) for c in CHOICES)
     assert stats.sequences == rows
     assert stats.forward_passes == -(-rows // 4)

@@ -20,6 +20,13 @@ choice ends at the last position; the model is then asked for the logits of the 
 few positions only (``logits_to_keep``), which keeps memory small even with
 262k-token vocabularies. Padding never changes a score: a test checks batched scores
 against one-at-a-time scores.
+
+Prefix caching (the default): the options of one prompt share every prompt token, so the
+prompt (minus its last token) is run once per prompt with a key/value cache, the cache is
+gathered once per option row, and only ``[last prompt token, *choice]`` is run per row.
+With four options and short answers that is about a third of the tokens. A model whose
+cache cannot be gathered by row, or a one-token prompt, falls back to whole rows; tests
+check both paths against an unbatched forward on several architectures.
 """
 
 from __future__ import annotations
@@ -164,6 +171,86 @@ def _score_batch(
     return (token_lp * mask).sum(-1).cpu()
 
 
+def _cacheable(cache: Any) -> bool:
+    return cache is not None and callable(getattr(cache, "batch_select_indices", None))
+
+
+def _score_prompt_batch(
+    model: nn.Module,
+    prompts: list[list[_Row]],
+    pad_id: int,
+    device: torch.device,
+    keep_ok: bool,
+) -> list[float] | None:
+    """Scores of every row of these prompts' groups, with the shared prefix run once.
+
+    ``prompts[b]`` are the rows of one prompt (same prompt ids, different choices). Returns
+    the row scores in order, or ``None`` when the model's cache cannot be gathered by row
+    (the caller then scores whole rows).
+    """
+    prefixes = [group[0].ids[: len(group[0].ids) - group[0].n_choice - 1] for group in prompts]
+    width = max(len(p) for p in prefixes)
+    prefix_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, prefix in enumerate(prefixes):
+        prefix_ids[b, width - len(prefix) :] = torch.tensor(prefix)
+        prefix_mask[b, width - len(prefix) :] = 1
+    kwargs: dict[str, Any] = {
+        "input_ids": prefix_ids.to(device),
+        "attention_mask": prefix_mask.to(device),
+        "position_ids": (prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device),
+        "use_cache": True,
+    }
+    if keep_ok:
+        kwargs["logits_to_keep"] = 1
+    cache = model(**kwargs).past_key_values
+    if not _cacheable(cache):
+        return None
+    rows = [row for group in prompts for row in group]
+    owner = torch.tensor([b for b, group in enumerate(prompts) for _ in group])
+    cache.batch_select_indices(owner.to(device))
+    tails = [row.ids[len(prefixes[owner[r]]) :] for r, row in enumerate(rows)]
+    length = max(len(t) for t in tails)
+    tail_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for r, tail in enumerate(tails):
+        tail_ids[r, : len(tail)] = torch.tensor(tail)
+        tail_mask[r, : len(tail)] = 1
+    starts = torch.tensor([len(prefixes[b]) for b in owner.tolist()])
+    logits = model(
+        input_ids=tail_ids.to(device),
+        attention_mask=torch.cat([prefix_mask[owner], tail_mask], dim=1).to(device),
+        position_ids=(starts.unsqueeze(1) + torch.arange(length)).to(device),
+        past_key_values=cache,
+        use_cache=True,
+    ).logits
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = tail_ids[:, 1:].to(log_probs.device)
+    token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (R, length-1)
+    n_choice = torch.tensor([row.n_choice for row in rows])
+    mask = (torch.arange(length - 1).unsqueeze(0) < n_choice.unsqueeze(1)).to(token_lp.device)
+    return [float(x) for x in (token_lp * mask).sum(-1).cpu().tolist()]
+
+
+def _prompt_batches(rows: list[_Row], batch_size: int) -> Iterator[list[list[_Row]]]:
+    """Whole prompts (all their rows) per batch, at most ``batch_size`` rows unless one
+    prompt alone has more; prompts of similar length together (less padding)."""
+    groups: dict[int, list[_Row]] = {}
+    for row in rows:
+        groups.setdefault(row.prompt_index, []).append(row)
+    order = sorted(groups.values(), key=lambda g: len(g[0].ids) - g[0].n_choice, reverse=True)
+    batch: list[list[_Row]] = []
+    size = 0
+    for group in order:
+        if batch and size + len(group) > batch_size:
+            yield batch
+            batch, size = [], 0
+        batch.append(group)
+        size += len(group)
+    if batch:
+        yield batch
+
+
 def score_choices_with_stats(
     model: nn.Module,
     tokenizer: Any,
@@ -175,8 +262,9 @@ def score_choices_with_stats(
     direction: int = 1,
     batch_size: int = 16,
     normalize: bool = False,
+    prefix_cache: bool = True,
 ) -> tuple[list[list[float]], Throughput]:
-    """:func:`score_choices` plus what it cost (sequences, tokens, seconds)."""
+    """:func:`score_choices` plus what it cost (sequences, tokens actually run, seconds)."""
     if len(prompts) != len(choices):
         raise YapoError(f"got {len(prompts)} prompts but {len(choices)} lists of choices")
     if batch_size < 1:
@@ -197,16 +285,43 @@ def score_choices_with_stats(
     device = input_device(model)
     keep_ok = _supports_logits_to_keep(model)
     start = time.perf_counter()
+    def record(row: _Row, total: float) -> None:
+        scores[row.prompt_index][row.choice_index] = total / row.n_choice if normalize else total
+
     with steering(model, vector, multiplier, direction), torch.no_grad():
-        batches = list(_batches(rows, batch_size))
+        whole_rows = rows
+        if prefix_cache:
+            # A prompt of one token (BOS alone) leaves no prefix to cache.
+            cached = [r for r in rows if len(r.ids) - r.n_choice >= 2]
+            whole_rows = [r for r in rows if len(r.ids) - r.n_choice < 2]
+            for groups in tqdm(
+                list(_prompt_batches(cached, batch_size)),
+                desc="scoring",
+                unit="batch",
+                leave=False,
+                disable=None,
+            ):
+                sums = _score_prompt_batch(model, groups, pad_id, device, keep_ok)
+                batch = [row for group in groups for row in group]
+                if sums is None:  # this model's cache cannot be gathered by row
+                    whole_rows = rows
+                    break
+                for row, value in zip(batch, sums):
+                    record(row, value)
+                stats.forward_passes += 2
+                stats.sequences += len(batch)
+                stats.tokens += sum(len(g[0].ids) - g[0].n_choice - 1 for g in groups)
+                stats.tokens += sum(r.n_choice + 1 for r in batch)
         # disable=None: a progress bar on a terminal only (never in logs or tests).
-        for batch in tqdm(batches, desc="scoring", unit="batch", leave=False, disable=None):
-            sums = _score_batch(model, batch, pad_id, device, keep_ok)
-            for row, value in zip(batch, sums.tolist()):
-                total = float(value)
-                scores[row.prompt_index][row.choice_index] = (
-                    total / row.n_choice if normalize else total
-                )
+        for batch in tqdm(
+            list(_batches(whole_rows, batch_size)),
+            desc="scoring",
+            unit="batch",
+            leave=False,
+            disable=None,
+        ):
+            for row, value in zip(batch, _score_batch(model, batch, pad_id, device, keep_ok)):
+                record(row, float(value))
             stats.forward_passes += 1
             stats.sequences += len(batch)
             stats.tokens += sum(len(r.ids) for r in batch)
@@ -225,6 +340,7 @@ def score_choices(
     direction: int = 1,
     batch_size: int = 16,
     normalize: bool = False,
+    prefix_cache: bool = True,
 ) -> list[list[float]]:
     """Log-probability of each choice continuation given its prompt.
 
@@ -232,6 +348,7 @@ def score_choices(
     or averaged per token with ``normalize=True``. With ``vector`` (and a non-zero
     ``multiplier``) the model is steered by ``vector.apply(model, multiplier, direction)``
     at every position. ``batch_size`` counts (prompt, choice) rows per forward pass.
+    ``prefix_cache`` runs each prompt once and only the choices per row (same scores).
     """
     scores, _ = score_choices_with_stats(
         model,
@@ -243,5 +360,6 @@ def score_choices(
         direction=direction,
         batch_size=batch_size,
         normalize=normalize,
+        prefix_cache=prefix_cache,
     )
     return scores
