@@ -58,8 +58,8 @@ def oracle(
 def _sliding_gemma3() -> torch.nn.Module:
     """Gemma 3 with a 4-token sliding window on its local layers: shorter than the prompts,
     so the cached path must get the window right across the prefix/choice boundary."""
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
     from tests.conftest import _COMMON
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(**_COMMON, head_dim=8, sliding_window=4)

@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+MethodsOption = Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")]
+MultiplierOption = Annotated[float, typer.Option(help="λ at evaluation.")]
+ModelOption = Annotated[str, typer.Option(help="Model name (default: the embedded one).")]
+SaeOption = Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")]
+LayerOption = Annotated[int | None, typer.Option(help="Steering layer (default: the SAE's layer).")]
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
@@ -21,24 +27,16 @@ def demo_command(
     languages: Annotated[
         str | None, typer.Option(help="Comma-separated, e.g. en,ar (default: both).")
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")] = (
-        "yapo,bipo,caa,sas"
-    ),
+    methods: MethodsOption = "yapo,bipo,caa,sas",
     epochs: Annotated[int | None, typer.Option(help="Epochs for YaPO and BiPO.")] = None,
     questions: Annotated[
         int | None,
         typer.Option(help="Questions of the country to use, half held out (0 = all 42)."),
     ] = None,
-    multiplier: Annotated[float, typer.Option(help="λ at evaluation.")] = 1.0,
-    model: Annotated[str, typer.Option(help="Model name (default: the embedded one).")] = (
-        "default"
-    ),
-    sae: Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")] = (
-        "default"
-    ),
-    layer: Annotated[
-        int | None, typer.Option(help="Steering layer (default: the SAE's layer).")
-    ] = None,
+    multiplier: MultiplierOption = 1.0,
+    model: ModelOption = "default",
+    sae: SaeOption = "default",
+    layer: LayerOption = None,
     quick: Annotated[bool, typer.Option(help="Reduced run (what CI does).")] = False,
 ) -> None:
     """Train YaPO, BiPO, CAA and SAS for one country and compare them with no steering."""
@@ -82,9 +80,7 @@ def compare_command(
     languages: Annotated[
         str | None, typer.Option(help="Comma-separated languages to keep (default: all).")
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")] = (
-        "yapo,bipo,caa,sas"
-    ),
+    methods: MethodsOption = "yapo,bipo,caa,sas",
     test_fraction: Annotated[
         float, typer.Option(help="Share of each country's questions held out.")
     ] = 0.5,
@@ -97,16 +93,10 @@ def compare_command(
     batch_size: Annotated[
         int | None, typer.Option(help="Pairs per step for YaPO and BiPO (default 4).")
     ] = None,
-    multiplier: Annotated[float, typer.Option(help="λ at evaluation.")] = 1.0,
-    model: Annotated[str, typer.Option(help="Model name (default: the embedded one).")] = (
-        "default"
-    ),
-    sae: Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")] = (
-        "default"
-    ),
-    layer: Annotated[
-        int | None, typer.Option(help="Steering layer (default: the SAE's layer).")
-    ] = None,
+    multiplier: MultiplierOption = 1.0,
+    model: ModelOption = "default",
+    sae: SaeOption = "default",
+    layer: LayerOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
     retrain: Annotated[
         bool, typer.Option(help="Retrain even where a finished run with the same settings exists.")

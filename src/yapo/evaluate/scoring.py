@@ -36,7 +36,7 @@ import inspect
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,7 @@ from yapo.errors import YapoError
 from yapo.vectors.base import SteeringVector
 
 _NO_TRUNCATION = 1 << 40
+T = TypeVar("T")
 
 
 @dataclass
@@ -171,6 +172,11 @@ def _score_batch(
     return (token_lp * mask).sum(-1).cpu()
 
 
+def _progress(batches: list[T]) -> Iterator[T]:
+    # disable=None: a progress bar on a terminal only (never in logs or tests).
+    yield from tqdm(batches, desc="scoring", unit="batch", leave=False, disable=None)
+
+
 def _cacheable(cache: Any) -> bool:
     return cache is not None and callable(getattr(cache, "batch_select_indices", None))
 
@@ -285,6 +291,7 @@ def score_choices_with_stats(
     device = input_device(model)
     keep_ok = _supports_logits_to_keep(model)
     start = time.perf_counter()
+
     def record(row: _Row, total: float) -> None:
         scores[row.prompt_index][row.choice_index] = total / row.n_choice if normalize else total
 
@@ -294,13 +301,7 @@ def score_choices_with_stats(
             # A prompt of one token (BOS alone) leaves no prefix to cache.
             cached = [r for r in rows if len(r.ids) - r.n_choice >= 2]
             whole_rows = [r for r in rows if len(r.ids) - r.n_choice < 2]
-            for groups in tqdm(
-                list(_prompt_batches(cached, batch_size)),
-                desc="scoring",
-                unit="batch",
-                leave=False,
-                disable=None,
-            ):
+            for groups in _progress(list(_prompt_batches(cached, batch_size))):
                 sums = _score_prompt_batch(model, groups, pad_id, device, keep_ok)
                 batch = [row for group in groups for row in group]
                 if sums is None:  # this model's cache cannot be gathered by row
@@ -312,14 +313,7 @@ def score_choices_with_stats(
                 stats.sequences += len(batch)
                 stats.tokens += sum(len(g[0].ids) - g[0].n_choice - 1 for g in groups)
                 stats.tokens += sum(r.n_choice + 1 for r in batch)
-        # disable=None: a progress bar on a terminal only (never in logs or tests).
-        for batch in tqdm(
-            list(_batches(whole_rows, batch_size)),
-            desc="scoring",
-            unit="batch",
-            leave=False,
-            disable=None,
-        ):
+        for batch in _progress(list(_batches(whole_rows, batch_size))):
             for row, value in zip(batch, _score_batch(model, batch, pad_id, device, keep_ok)):
                 record(row, float(value))
             stats.forward_passes += 1
