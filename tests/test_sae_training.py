@@ -402,6 +402,12 @@ def test_cli_train_and_eval(tiny: tuple[Any, Any], tmp_path: Path) -> None:
     result = runner.invoke(app, [*stream, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "s" / "activations").exists()
+    # JumpReLU's initial threshold is an option, and a useless one is refused up front.
+    bad = [*common, "--corpus", str(corpus), "--width", "32", "--out", str(tmp_path / "j")]
+    bad += ["--stream", "--steps", "1", "--threshold-init", "0"]
+    result = runner.invoke(app, [*bad, "--no-progress"])
+    assert isinstance(result.exception, YapoError)  # `yapo` maps it to "error: ..." + exit 2
+    assert "threshold_init must be positive, got 0.0" in str(result.exception)
 
 
 def test_corpus_reader(tmp_path: Path) -> None:

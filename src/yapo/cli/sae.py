@@ -47,12 +47,22 @@ def train_command(
     corpus: CorpusOption = [],  # noqa: B006 - typer needs a literal default
     model: ModelOption = "default",
     layer: Annotated[
-        int | None, typer.Option(help="Block whose output is encoded (default model: 10).")
+        int | None,
+        typer.Option(
+            help="Block whose output is encoded (default model: the shipped SAE's layer)."
+        ),
     ] = None,
     width: Annotated[int, typer.Option(help="Number of SAE latents (d_sae).")] = 4096,
     architecture: Annotated[str, typer.Option(help="jumprelu | topk")] = "jumprelu",
     k: Annotated[int, typer.Option(help="TopK: active latents per token.")] = 64,
     l0_coefficient: Annotated[float, typer.Option(help="JumpReLU: L0 penalty λ.")] = 1e-3,
+    threshold_init: Annotated[
+        float,
+        typer.Option(
+            help="JumpReLU: initial threshold θ (on unit-mean-square-norm inputs); raise it "
+            "if L0 starts far too high."
+        ),
+    ] = 1e-3,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: epochs).")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the activations.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Activations per step.")] = 4096,
@@ -100,6 +110,7 @@ def train_command(
         architecture=architecture,  # type: ignore[arg-type]
         k=k,
         l0_coefficient=l0_coefficient,
+        threshold_init=threshold_init,
         steps=steps,
         epochs=epochs,
         batch_size=batch_size,

@@ -63,6 +63,7 @@ class TrainOptions:
     architecture: Architecture = "jumprelu"
     k: int = 64
     l0_coefficient: float = 1e-3
+    threshold_init: float = 1e-3
     steps: int | None = None
     epochs: float = 1.0
     batch_size: int = 4096
@@ -190,6 +191,7 @@ def train_sae(
         batch_size=options.batch_size,
         lr=options.lr,
         l0_coefficient=options.l0_coefficient,
+        threshold_init=options.threshold_init,
         k=options.k,
         dead_tokens=options.dead_tokens,
         aux_k=options.aux_k,

@@ -94,6 +94,8 @@ class SAETrainConfig:
             raise YapoError(f"k must be in 1..{self.d_sae}, got {self.k}")
         if self.steps < 1 or self.batch_size < 1:
             raise YapoError("steps and batch_size must be positive")
+        if not self.threshold_init > 0:
+            raise YapoError(f"threshold_init must be positive, got {self.threshold_init}")
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
 
 
