@@ -385,6 +385,8 @@ def test_cli_train_and_eval(tiny: tuple[Any, Any], tmp_path: Path) -> None:
     assert summary["steps"] == math.ceil(cache.tokens * 2 / 64)
     cfg = json.loads((run / "sae" / "cfg.json").read_text())
     assert cfg["dtype"] == "float16" and cfg["hook_name"] == "blocks.1.hook_resid_post"
+    recipe = cfg["metadata"]["training"]
+    assert recipe["k"] == 4 and "scale" in recipe and "metadata" not in recipe  # said once
     assert (run / "checkpoint" / "state.safetensors").is_file()
     out_json = tmp_path / "eval.json"
     result = runner.invoke(

@@ -354,6 +354,11 @@ class SAETrainer:
     def _config_json(self) -> dict[str, Any]:
         return asdict(self.config)
 
+    def _training_json(self) -> dict[str, Any]:
+        """The recipe saved with the SAE (its metadata is already at the top level)."""
+        recipe = {k: v for k, v in self._config_json().items() if k != "metadata"}
+        return {**recipe, "scale": self.scale}
+
     # ---------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
         assert self.model is not None and self.optimizer is not None
@@ -498,7 +503,7 @@ class SAETrainer:
         assert self.model is not None
         sae = self.model.to_sae(
             self.scale,
-            metadata={**cfg.metadata, "training": {**self._config_json(), "scale": self.scale}},
+            metadata={**cfg.metadata, "training": self._training_json()},
         )
         if self.step >= cfg.steps:
             sae.save(self.out / "sae")
