@@ -44,9 +44,10 @@ class DemoSettings:
     test_fraction: float = 0.5
     epochs: int = 4
     warmup_steps: int = 4
-    # The residual stream of Gemma 3 270M has a norm of about 1e4 at layer 10, so the
-    # paper's 5e-4 (tuned for 20 epochs on Gemma-2-2B) barely moves v in a few dozen steps.
-    learning_rate: float = 0.5
+    # The residual stream of Gemma 3 270M has a norm of about 2e4 at layer 14 (1e4 at
+    # layer 10), so the paper's 5e-4 (tuned for 20 epochs on Gemma-2-2B) barely moves v in
+    # a few dozen steps; 1.0 is about 5e-5 of the norm per Adam step.
+    learning_rate: float = 1.0
     multiplier: float = 1.0
     max_questions: int | None = None  # None: all of the country's questions
     model: str = "default"

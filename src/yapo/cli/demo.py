@@ -88,7 +88,9 @@ def compare_command(
         int | None, typer.Option(help="Use only the first N questions of each country.")
     ] = None,
     epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = 4,
-    lr: Annotated[float, typer.Option(help="Learning rate for YaPO and BiPO.")] = 0.5,
+    lr: Annotated[
+        float, typer.Option(help="Learning rate for YaPO and BiPO (paper: 5e-4 on Gemma-2-2B).")
+    ] = 1.0,
     warmup_steps: Annotated[int, typer.Option(help="Warm-up steps for YaPO and BiPO.")] = 4,
     batch_size: Annotated[
         int | None, typer.Option(help="Pairs per step for YaPO and BiPO (default 4).")
