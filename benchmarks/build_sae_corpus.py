@@ -1,7 +1,9 @@
 """Build the multilingual corpus the shipped default SAE was trained on.
 
-Rebuilds ``train.jsonl``, ``heldout.jsonl`` and ``manifest.json`` (tokens per source and
-language) in ``--out`` from real text available offline — nothing is downloaded:
+Rebuilds ``train.jsonl``, ``heldout.jsonl``, ``heldout_eval.jsonl`` (a small
+language-stratified evaluation set, see :func:`stratified_eval`) and ``manifest.json``
+(tokens per source and language) in ``--out`` from real text available offline — nothing
+is downloaded:
 
 * ``blend``  — BLEnD questions in their local languages, their English translations,
   and annotator answers (both languages), from ``--data/blend/annotations``;
@@ -36,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from yapo._io import write_json
+from yapo._io import atomic_path, write_json
 from yapo.data.blend import BLEND_LANGUAGES
 from yapo.sae.training.corpus import read_seed_prompts, sample_texts
 
@@ -255,11 +257,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, records in split.items():
         path = args.out / f"{name}.jsonl"
-        from yapo._io import atomic_path
 
         with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    eval_records = stratified_eval(split["heldout"])
+    with atomic_path(args.out / "heldout_eval.jsonl") as tmp, tmp.open("w", encoding="utf-8") as f:
+        for record in eval_records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     manifest = {
         split_name: {
             "documents": len(split[split_name]),
@@ -274,6 +279,28 @@ def main() -> None:
     )
     write_json(args.out / "manifest.json", manifest)
     print(json.dumps({k: manifest[k]["tokens"] for k in ("train", "heldout")}))
+
+
+PAPER_LANGUAGES = ("en", "es", "pt", "pt_BR", "ar", "hi")
+
+
+def stratified_eval(
+    heldout: list[dict[str, str]], groups: int = 60, characters: int = 1000
+) -> list[dict[str, str]]:
+    """One document (its first ``characters``) per (source, language) group of the held-out
+    split, the paper's languages first, ``groups`` at most: a small evaluation set in which
+    no single source or language dominates (``yapo sae eval --corpus heldout_eval.jsonl``)."""
+    first: dict[tuple[str, str], dict[str, str]] = {}
+    for record in heldout:
+        first.setdefault((record["source"], record["lang"]), record)
+
+    def order(key: tuple[str, str]) -> tuple[int, str, str]:
+        source, lang = key
+        rank = PAPER_LANGUAGES.index(lang) if lang in PAPER_LANGUAGES else len(PAPER_LANGUAGES)
+        return rank, source, lang
+
+    keys = sorted(first, key=order)[:groups]
+    return [dict(first[k], text=first[k]["text"][:characters]) for k in keys]
 
 
 def _by_language(per_source: dict[str, dict[str, int]]) -> dict[str, int]:
