@@ -433,6 +433,6 @@ def test_default_layer_matches_packaged_sae() -> None:
     if not (default_sae_folder() / "cfg.json").is_file():
         pytest.skip("no packaged default SAE in this checkout")
     sae = load_sae("default")
-    assert DEFAULT_LAYER == sae.metadata["hook_layer"] == 10
-    assert sae.metadata["hook_name"] == "blocks.10.hook_resid_post"
+    assert DEFAULT_LAYER == sae.metadata["hook_layer"] == 14  # chosen by patching (model card)
+    assert sae.metadata["hook_name"] == "blocks.14.hook_resid_post"
     assert sae.d_in == 640

@@ -1,8 +1,9 @@
 """The default steering layer of the embedded model, read from the packaged SAE.
 
-The shipped SAE encodes the output of block 10 of Gemma 3 270M (18 blocks): the YaPO
-paper steers Gemma-2-2B at layer 15 of 26, a relative depth of 0.58, and 0.58 × 18 ≈ 10.
-The packaged ``cfg.json`` records the layer (``hook_layer``); this module reads it so
+The shipped SAE encodes the output of block 14 of Gemma 3 270M (18 blocks), the layer
+activation patching points to (the country information reaches the last token over
+layers 12-15; see the SAE's model card), as the YaPO paper chose layer 15 of 26 for
+Gemma-2-2B. The packaged ``cfg.json`` records the layer (``hook_layer``); this module reads it so
 that code using the default model steers where the default SAE can encode.
 """
 
@@ -12,7 +13,7 @@ import json
 
 from yapo.sae.formats import SAELENS_CONFIG, default_sae_folder
 
-FALLBACK_LAYER = 10  # paper's relative depth 15/26 applied to 18 blocks
+FALLBACK_LAYER = 14  # the shipped SAE's layer, should its cfg.json be unreadable
 
 
 def _read_default_layer() -> int:
