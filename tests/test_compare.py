@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tests.conftest import make_sae
 
 from yapo import YapoError
@@ -102,12 +103,49 @@ def test_finished_runs_are_reused_only_with_the_same_settings(
     run_comparison(items, out, settings, log=messages.append)
     assert vector_file.stat().st_mtime_ns == first
     assert any("bipo already trained" in m for m in messages)
+    assert json.loads((out / "Mexico" / "runs" / "bipo" / "comparison_key.json").read_text())[
+        "finished"
+    ]
 
     messages.clear()
     changed = _settings(saved_model_dir, sae_dir, methods=("bipo", "sas"), learning_rate=0.1)
     run_comparison(items, out, changed, log=messages.append)
     assert any("training bipo" in m for m in messages)  # the learning rate changed
     assert any("sas already trained" in m for m in messages)  # SAS does not use it
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_bit_identically(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    sae_dir = tmp_path / "sae"
+    make_sae("relu").save(sae_dir)
+    items = load_demo_mcq(countries=["Spain"], languages=["en"])
+    out = tmp_path / "cmp"
+    settings = _settings(saved_model_dir, sae_dir, methods=("bipo",), epochs=2)
+    run_comparison(items, out, settings, log=lambda _m: None)
+    run = out / "Spain" / "runs" / "bipo"
+    finished = load_file(run / "vector" / "vector.safetensors")
+    # Make it look killed during epoch 2: no vector, no last checkpoint, key unfinished.
+    shutil.rmtree(run / "vector")
+    first, last = sorted((run / "checkpoints").iterdir())
+    shutil.rmtree(last)
+    kept = {f: f.stat().st_mtime_ns for f in first.iterdir()}
+    key = json.loads((run / "comparison_key.json").read_text())
+    (run / "comparison_key.json").write_text(json.dumps({**key, "finished": False}))
+
+    messages: list[str] = []
+    run_comparison(items, out, settings, log=messages.append)
+    assert any("resuming bipo" in m for m in messages)
+    assert {f: f.stat().st_mtime_ns for f in first.iterdir()} == kept  # continued, not redone
+    resumed = load_file(run / "vector" / "vector.safetensors")
+    assert resumed.keys() == finished.keys()
+    for name, tensor in finished.items():
+        assert torch.equal(resumed[name], tensor), name
+    assert json.loads((run / "comparison_key.json").read_text())["finished"] is True
 
 
 def test_bad_requests_say_what_the_data_has() -> None:

@@ -21,8 +21,10 @@ Output folder::
     OUT/<country>/eval/           that country's own evaluation
     OUT/report/report.md          loss curves and tables
 
-A country whose run folder already holds a finished vector is not retrained (delete the
-folder, or pass ``retrain=True``), so an interrupted comparison picks up where it stopped.
+A run folder that holds a vector trained with the same method, pairs, layer, SAE and
+settings is reused rather than retrained (``retrain=True`` forces training); a YaPO or
+BiPO run that was interrupted continues from its newest checkpoint. So an interrupted
+comparison picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -219,13 +221,20 @@ def run_comparison(
         for method in settings.methods:
             run_dir = country_dir / "runs" / method
             key = _training_key(method, pairs, layer, sae, settings)
-            vector = None if settings.retrain else _trained_vector(run_dir, key)
-            if vector is None:
-                log(f"compare: {country}: training {method} at layer {layer} ...")
-                vector = _train(method, pairs, model, tokenizer, layer, sae, run_dir, settings)
-                write_json(run_dir / _KEY_FILE, key)
-            else:
+            state = "new" if settings.retrain else _run_state(run_dir, key)
+            if state == "finished":
                 log(f"compare: {country}: {method} already trained in {run_dir}")
+                vector = _load_vector(run_dir)
+            else:
+                resume = state == "interrupted" and method in ("yapo", "bipo")
+                verb = "resuming" if resume else "training"
+                log(f"compare: {country}: {verb} {method} at layer {layer} ...")
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json(run_dir / _KEY_FILE, {**key, "finished": False})
+                vector = _train(
+                    method, pairs, model, tokenizer, layer, sae, run_dir, settings, resume
+                )
+                write_json(run_dir / _KEY_FILE, {**key, "finished": True})
             vectors.append((method, vector, str(run_dir)))
             run_folders.append(run_dir)
             t = lap(f"{country}/train_{method}", t)
@@ -299,15 +308,24 @@ def _training_key(
     return key
 
 
-def _trained_vector(run_dir: Path, key: dict[str, Any]) -> Any:
-    """The vector of a finished run trained exactly as ``key`` says, or None."""
+def _run_state(run_dir: Path, key: dict[str, Any]) -> str:
+    """``finished`` (reuse it), ``interrupted`` (same settings, resume from its newest
+    checkpoint) or ``new`` (no run, or one made with other settings: train afresh)."""
+    key_file = run_dir / _KEY_FILE
+    if not key_file.is_file():
+        return "new"
+    saved = json.loads(key_file.read_text(encoding="utf-8"))
+    finished = bool(saved.pop("finished", True))
+    if saved != key:
+        return "new"
+    if finished and (run_dir / "vector" / "config.json").is_file():
+        return "finished"
+    return "interrupted"
+
+
+def _load_vector(run_dir: Path) -> Any:
     from yapo.vectors.io import load_vector
 
-    key_file = run_dir / _KEY_FILE
-    if not (run_dir / "vector" / "config.json").is_file() or not key_file.is_file():
-        return None
-    if json.loads(key_file.read_text(encoding="utf-8")) != key:
-        return None
     return load_vector(run_dir / "vector")
 
 
@@ -320,6 +338,7 @@ def _train(
     sae: Any,
     run_dir: Path,
     settings: CompareSettings,
+    resume: bool = False,
 ) -> Any:
     from yapo.methods.api import train
 
@@ -342,6 +361,7 @@ def _train(
         sae=sae if method in ("yapo", "sas") else None,
         out=run_dir,
         overwrite=True,
+        resume=resume,
         progress=False,
         **extra,
     )
