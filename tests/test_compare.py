@@ -83,6 +83,17 @@ def test_each_country_gets_its_own_vectors_and_the_merged_table_agrees(
     report = result.report.read_text()
     assert "yapo · Spain" in report and "yapo · Egypt" in report  # one loss curve per country
     assert "| en | Spain |" in result.table and "| en | Egypt |" in result.table
+    # The split is written out, and the held-out file is what was evaluated.
+    from yapo.data.cultural import load_mcq
+
+    held_out, _ = load_mcq(out / "Spain" / "test_items.jsonl")
+    evaluated = {
+        json.loads(line)["id"]
+        for line in (out / "Spain" / "eval" / "mcq_predictions.jsonl").read_text().splitlines()
+    }
+    assert {item.id for item in held_out} == evaluated
+    train_lines = (out / "Spain" / "train_pairs.jsonl").read_text().splitlines()
+    assert len(train_lines) == result.countries["Spain"]["train_pairs"]
     summary = json.loads((out / "comparison.json").read_text())
     assert summary["countries"]["Spain"]["train_pairs"] > 0
 

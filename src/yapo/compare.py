@@ -18,6 +18,7 @@ Output folder::
     OUT/comparison.json           settings, per-country sizes and timings
     OUT/eval/                     the merged tables (tables.md, results.json, predictions)
     OUT/<country>/runs/<method>/  each run folder (vector/, metrics.jsonl, loss.png)
+    OUT/<country>/train_pairs.jsonl, test_items.jsonl   the split (for sweeps on it)
     OUT/<country>/eval/           that country's own evaluation
     OUT/report/report.md          loss curves and tables
 
@@ -143,6 +144,7 @@ def run_comparison(
 ) -> ComparisonResult:
     """Per country: train ``settings.methods`` and evaluate them against no steering."""
     from yapo.data.cultural import mcq_to_preferences
+    from yapo.data.files import write_jsonl
     from yapo.data.split import split_by_question
     from yapo.evaluate.benchmark import (
         BenchmarkResult,
@@ -217,6 +219,9 @@ def run_comparison(
             f"preference pairs, {len(test_items)} held-out items"
         )
         country_dir = folder / country_folder_name(country)
+        # The split itself, so that sweeps and inspections can use exactly these questions.
+        write_jsonl(country_dir / "train_pairs.jsonl", pairs)
+        write_jsonl(country_dir / "test_items.jsonl", test_items)
         vectors = []
         for method in settings.methods:
             run_dir = country_dir / "runs" / method
