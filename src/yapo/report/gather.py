@@ -98,10 +98,6 @@ def read_training_run(folder: Path) -> TrainingRun:
                 losses.append(loss)
     method = _method_of(folder)
     label = f"{method} ({folder.name})" if method and method not in folder.name else folder.name
-    if folder.parent.name == "runs" and folder.parent.parent.name:
-        # `yapo compare` keeps OUT/<country>/runs/<method>: several "yapo" runs, one per
-        # country, need the country in their label to be told apart.
-        label = f"{label} · {folder.parent.parent.name}"
     return TrainingRun(folder, label, method, steps, losses, skipped)
 
 
@@ -114,7 +110,24 @@ def find_runs(folders: list[Path]) -> Found:
             children = sorted(p for p in folder.iterdir() if p.is_dir())
             if not any([_collect(child, found) for child in children]):
                 found.ignored.append(folder)
+    _disambiguate(found.training)
     return found
+
+
+def _disambiguate(runs: list[TrainingRun]) -> None:
+    """Give runs that would share a label the name of the folder that tells them apart.
+
+    ``yapo compare`` writes ``OUT/<country>/runs/<method>``: one "yapo" run per country,
+    told apart by the folder above ``runs``.
+    """
+    for run in runs:
+        twins = [r for r in runs if r.label == run.label]
+        if len(twins) < 2:
+            continue
+        for twin in twins:
+            parent = twin.folder.parent
+            place = parent.parent if parent.name == "runs" else parent
+            twin.label = f"{twin.label} · {place.name}"
 
 
 def _collect(folder: Path, found: Found) -> bool:
