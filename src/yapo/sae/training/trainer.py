@@ -455,7 +455,7 @@ class SAETrainer:
             "mse": float(mse.detach()),
             "fvu": float(mse.detach() / variance.clamp_min(1e-12)),
             "l0": float(out["l0"]),
-            "aux": float(aux) if aux is not None else 0.0,
+            "aux": float(aux.detach()) if aux is not None else 0.0,
             "dead_fraction": float(dead.float().mean()),
             "sparsity_coefficient": sparsity_coefficient,
             "lr": self.optimizer.param_groups[0]["lr"],
