@@ -184,14 +184,12 @@ def run_comparison(
 
     t = time.perf_counter()
     model, tokenizer = load_model(settings.model)
-    sae = load_sae(settings.sae, model=model) if {"yapo", "sas"} & set(settings.methods) else None
+    # The SAE is needed by YaPO and SAS, and by everyone when the layer is its layer.
+    needs_sae = bool({"yapo", "sas"} & set(settings.methods)) or settings.layer is None
+    sae = load_sae(settings.sae, model=model) if needs_sae else None
     layer = settings.layer
     if layer is None:
-        if sae is None:
-            sae_for_layer = load_sae(settings.sae, model=model)
-            hook_layer = sae_for_layer.metadata.get("hook_layer")
-        else:
-            hook_layer = sae.metadata.get("hook_layer")
+        hook_layer = sae.metadata.get("hook_layer") if sae is not None else None
         if hook_layer is None:
             raise YapoError(
                 f"SAE {settings.sae!r} does not record its layer (hook_layer); pass --layer"
