@@ -24,36 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from yapo._io import write_json
+from yapo.compare import METHODS, CompareSettings
 from yapo.errors import YapoError
 
-DEMO_METHODS = ("yapo", "bipo", "caa", "sas")
+DEMO_METHODS = METHODS  # the demo trains every method yapo compares
 
 
 @dataclass
-class DemoSettings:
-    """Knobs of the demo; the defaults aim at ten minutes on two idle CPU cores.
+class DemoSettings(CompareSettings):
+    """Knobs of the demo: :class:`CompareSettings` (same defaults) plus the country and
+    its languages; the defaults aim at ten minutes on two idle CPU cores.
 
     Most of a training step on the default model is the LM head over Gemma 3's 262k-token
     vocabulary, so YaPO and BiPO get 4 epochs; ``max_questions`` limits the questions
-    (half are held out, each in both languages and both forms).
+    (half are held out, each in both languages and both forms). The demo always trains
+    afresh (``retrain``).
     """
 
     country: str = "Egypt"
     languages: tuple[str, ...] = ("en", "ar")
-    methods: tuple[str, ...] = DEMO_METHODS
-    test_fraction: float = 0.5
-    epochs: int = 4
-    warmup_steps: int = 4
-    # The residual stream of Gemma 3 270M has a norm of about 2e4 at layer 14 (1e4 at
-    # layer 10), so the paper's 5e-4 (tuned for 20 epochs on Gemma-2-2B) barely moves v in
-    # a few dozen steps; 1.0 is about 5e-5 of the norm per Adam step.
-    learning_rate: float = 1.0
-    multiplier: float = 1.0
-    max_questions: int | None = None  # None: all of the country's questions
-    model: str = "default"
-    sae: str = "default"
-    layer: int | None = None  # None: the SAE's own layer (its hook_layer)
-    seed: int = 0
+    retrain: bool = True
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
@@ -78,7 +68,7 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train and evaluate every method of :data:`DEMO_METHODS`; return where the report is."""
-    from yapo.compare import CompareSettings, run_comparison
+    from yapo.compare import run_comparison
     from yapo.data.demo import load_demo_mcq
 
     settings = settings or DemoSettings()
@@ -91,22 +81,8 @@ def run_demo(
             f"the demo dataset has no questions for {settings.country!r} in "
             f"{', '.join(settings.languages)}; try Egypt, Morocco, Mexico or Spain"
         )
-    compare = CompareSettings(
-        methods=settings.methods,
-        test_fraction=settings.test_fraction,
-        epochs=settings.epochs,
-        warmup_steps=settings.warmup_steps,
-        learning_rate=settings.learning_rate,
-        multiplier=settings.multiplier,
-        max_questions=settings.max_questions,
-        model=settings.model,
-        sae=settings.sae,
-        layer=settings.layer,
-        seed=settings.seed,
-        retrain=True,
-    )
     result = run_comparison(
-        items, out, compare, log=log, extra_settings={"demo": _settings_json(settings)}
+        items, out, settings, log=log, extra_settings={"demo": _settings_json(settings)}
     )
     sizes = result.countries[settings.country]
     write_json(
