@@ -40,6 +40,7 @@ def run(method: str, out: Path) -> None:
         batch_size=4,  # 10 pairs: steps of 4, 4 and 2 pairs (2 processes: 2+2, 2+2, 1+1)
         warmup_steps=1,
         learning_rate=0.05,
+        lr_scale=1.0,
         progress=False,
     )
     print(f"{method} steps={result.steps} norm={float(result.vector.vector.norm()):.6f}")

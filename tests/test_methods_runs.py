@@ -25,6 +25,7 @@ class Killed(Exception):
 def _run(out: Path, method: str = "bipo", **kwargs: Any) -> Any:
     settings: dict[str, Any] = {
         "learning_rate": 0.05,
+        "lr_scale": 1.0,
         "warmup_steps": 2,
         "epochs": 3,
         "batch_size": 4,

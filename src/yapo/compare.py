@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,29 +40,48 @@ from pathlib import Path
 from typing import Any
 
 from yapo._io import write_json
-from yapo.data.records import CulturalMCQ
+from yapo.data.records import CulturalMCQ, PreferencePair
 from yapo.errors import YapoError
+from yapo.evaluate.selection import SelectionConfig
 
-METHODS = ("yapo", "bipo", "caa", "sas")
+DEFAULT_METHODS = ("yapo", "bipo", "caa", "sas")
+# "<method>-reps": the same trainer and vector kind with RePS's objective (method_objective)
+METHODS = (*DEFAULT_METHODS, "yapo-reps", "bipo-reps")
 Log = Callable[[str], None]
+
+
+def method_objective(method: str) -> tuple[str, str]:
+    """The trainer method and objective of a compared method: ``"yapo-reps"`` ->
+    ``("yapo", "reps")``, ``"bipo"`` -> ``("bipo", "bipo")``."""
+    base, _, objective = method.partition("-")
+    return base, objective or "bipo"
 
 
 @dataclass
 class CompareSettings:
-    """What is trained and how; the defaults suit the embedded model on a CPU.
+    """What is trained, how, and how strength is chosen.
 
-    ``learning_rate`` 1.0 rather than the paper's 5e-4: the residual stream of Gemma 3
-    270M has a norm of about 2e4 at the steering layer (14), and 5e-4 barely moves v in a
-    few dozen steps. For Gemma-2-2B with Gemma Scope use the paper's 5e-4 and 20 epochs.
+    Training settings left at ``None`` take the trainer's defaults
+    (:class:`yapo.methods.preference.PreferenceConfig`: a step size relative to the
+    measured scale of the stream, so one default fits every model). Each country's
+    training questions are split again by question: ``validation_fraction`` of them are
+    held out for early stopping (the run keeps its best-validation vector) and for
+    choosing λ (``multiplier="auto"``, :mod:`yapo.evaluate.selection`); the test
+    questions are scored once, at the chosen λ. ``pair_policy`` decides the rejected
+    answer of each pair (``"model"``: the model's own preferred wrong option).
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     test_fraction: float = 0.5
-    epochs: int = 4
-    warmup_steps: int = 4
-    learning_rate: float = 1.0
+    validation_fraction: float = 0.3
+    pair_policy: str = "model"
+    epochs: int = 6
+    warmup_steps: int | None = None  # None: the trainer's default (a fraction of the run)
+    learning_rate: float | None = None  # None: the trainer's (relative) default
     batch_size: int | None = None  # None: the trainer's default
-    multiplier: float = 1.0
+    early_stopping_patience: int | None = None
+    multiplier: float | str = "auto"  # a number, or "auto": chosen on validation
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     max_questions: int | None = None  # per country; None: all
     model: str = "default"
     sae: str = "default"
@@ -78,6 +97,27 @@ class CompareSettings:
             raise YapoError("no methods to compare; give at least one of yapo,bipo,caa,sas")
         if not 0 < self.test_fraction < 1:
             raise YapoError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.validation_fraction < 1:
+            raise YapoError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.multiplier == "auto":
+            if self.validation_fraction == 0:
+                raise YapoError(
+                    "--multiplier auto chooses λ on validation questions, but "
+                    "--validation-fraction is 0; hold some out or give a fixed --multiplier"
+                )
+            self.selection.check()
+        elif isinstance(self.multiplier, str) or not math.isfinite(self.multiplier):
+            raise YapoError(
+                f"multiplier must be a finite number or 'auto', got {self.multiplier!r}"
+            )
+        from yapo.data.cultural import POLICIES
+
+        if self.pair_policy not in POLICIES:
+            raise YapoError(
+                f"pair_policy must be one of {', '.join(POLICIES)}, got {self.pair_policy!r}"
+            )
         if self.epochs < 1:
             raise YapoError(f"epochs must be at least 1, got {self.epochs}")
         if self.max_questions is not None and self.max_questions < 2:
@@ -96,8 +136,13 @@ class ComparisonResult:
 
 
 def country_folder_name(country: str) -> str:
-    """A file-system-safe folder name for a country ("South Korea" -> "South_Korea")."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", country).strip("_") or "country"
+    """A file-system-safe folder name for a country ("South Korea" -> "South_Korea").
+
+    Never ``.``/``..`` (data is not trusted; see :mod:`yapo._paths`).
+    """
+    from yapo._paths import safe_component
+
+    return safe_component(country, fallback="country")
 
 
 def select_items(
@@ -143,18 +188,20 @@ def run_comparison(
     extra_settings: dict[str, Any] | None = None,
 ) -> ComparisonResult:
     """Per country: train ``settings.methods`` and evaluate them against no steering."""
-    from yapo.data.cultural import mcq_to_preferences
     from yapo.data.files import write_jsonl
     from yapo.data.split import split_by_question
     from yapo.evaluate.benchmark import (
+        BASELINE,
         BenchmarkResult,
+        Condition,
         ConditionResult,
         MetricOptions,
-        make_conditions,
         run_benchmark,
         write_benchmark,
     )
     from yapo.evaluate.mcq import McqRun
+    from yapo.evaluate.selection import select_multipliers
+    from yapo.evaluate.sweep import write_sweep
     from yapo.models.loading import load_model
     from yapo.report.gather import build_report
     from yapo.sae.formats import load_sae
@@ -162,6 +209,12 @@ def run_comparison(
     settings = settings or CompareSettings()
     settings.check()
     groups = select_items(items, countries, languages)
+    from yapo._paths import distinct_components
+
+    # one folder per country, never outside OUT nor OUT/eval or OUT/report themselves
+    country_dirs = distinct_components(
+        groups, "country", reserved=("eval", "report"), fallback="country"
+    )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -172,7 +225,7 @@ def run_comparison(
         timings[name] = round(now - since, 1)
         return now
 
-    splits: dict[str, tuple[list[CulturalMCQ], list[CulturalMCQ]]] = {}
+    splits: dict[str, tuple[list[CulturalMCQ], list[CulturalMCQ], list[CulturalMCQ]]] = {}
     for country, chosen in groups.items():
         question_ids = sorted({item.question_id for item in chosen})
         if len(question_ids) < 2:
@@ -180,12 +233,24 @@ def run_comparison(
         if settings.max_questions is not None:
             keep = set(question_ids[: settings.max_questions])
             chosen = [item for item in chosen if item.question_id in keep]
-        splits[country] = split_by_question(chosen, settings.test_fraction, settings.seed)
+        train_items, test_items = split_by_question(chosen, settings.test_fraction, settings.seed)
+        fit_items, validation_items = train_items, list[CulturalMCQ]()
+        if settings.validation_fraction > 0:
+            fit_items, validation_items = split_by_question(
+                train_items, settings.validation_fraction, settings.seed
+            )
+        if settings.multiplier == "auto" and not validation_items:
+            raise YapoError(
+                f"{country}: too few training questions to hold any out for choosing λ; "
+                "use more questions or a fixed --multiplier"
+            )
+        splits[country] = (fit_items, validation_items, test_items)
 
     t = time.perf_counter()
     model, tokenizer = load_model(settings.model)
     # The SAE is needed by YaPO and SAS, and by everyone when the layer is its layer.
-    needs_sae = bool({"yapo", "sas"} & set(settings.methods)) or settings.layer is None
+    bases = {method_objective(m)[0] for m in settings.methods}
+    needs_sae = bool({"yapo", "sas"} & bases) or settings.layer is None
     sae = load_sae(settings.sae, model=model) if needs_sae else None
     layer = settings.layer
     if layer is None:
@@ -200,52 +265,87 @@ def run_comparison(
     merged: dict[str, list[ConditionResult]] = {}
     run_folders: list[Path] = []
     sizes: dict[str, dict[str, int]] = {}
-    for country, (train_items, test_items) in splits.items():
-        pairs = mcq_to_preferences(train_items, policy="western")
+    chosen_multipliers: dict[str, dict[str, Any]] = {}
+    for country, (train_items, validation_items, test_items) in splits.items():
+        pairs = _pairs(train_items, settings.pair_policy, model, tokenizer)
+        validation_pairs = _pairs(validation_items, settings.pair_policy, model, tokenizer)
         sizes[country] = {
             "train_items": len(train_items),
             "train_pairs": len(pairs),
+            "validation_items": len(validation_items),
+            "validation_pairs": len(validation_pairs),
             "test_items": len(test_items),
         }
         if not pairs:
             raise YapoError(
-                f"{country}: no training item has both a correct and a Western option, so "
-                "there are no preference pairs; the data needs western_index"
+                f"{country}: no training item has a usable rejected option under pair policy "
+                f"{settings.pair_policy!r}, so there are no preference pairs"
+                + (" (the data needs western_index)" if settings.pair_policy == "western" else "")
             )
         log(
             f"compare: {country}: {len(train_items)} training items -> {len(pairs)} "
-            f"preference pairs, {len(test_items)} held-out items"
+            f"preference pairs ({settings.pair_policy}), {len(validation_items)} validation "
+            f"items, {len(test_items)} held-out items"
         )
-        country_dir = folder / country_folder_name(country)
+        country_dir = folder / country_dirs[country]
         # The split itself, so that sweeps and inspections can use exactly these questions.
         write_jsonl(country_dir / "train_pairs.jsonl", pairs)
+        write_jsonl(country_dir / "validation_pairs.jsonl", validation_pairs)
+        write_jsonl(country_dir / "validation_items.jsonl", validation_items)
         write_jsonl(country_dir / "test_items.jsonl", test_items)
         vectors = []
         for method in settings.methods:
             run_dir = country_dir / "runs" / method
-            key = _training_key(method, pairs, layer, sae, settings)
+            key = _training_key(method, pairs, validation_pairs, layer, sae, settings)
             state = "new" if settings.retrain else _run_state(run_dir, key)
             if state == "finished":
                 log(f"compare: {country}: {method} already trained in {run_dir}")
                 vector = _load_vector(run_dir)
             else:
-                resume = state == "interrupted" and method in ("yapo", "bipo")
+                trained = method_objective(method)[0] in ("yapo", "bipo")
+                resume = state == "interrupted" and trained
                 verb = "resuming" if resume else "training"
                 log(f"compare: {country}: {verb} {method} at layer {layer} ...")
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / _KEY_FILE, {**key, "finished": False})
                 vector = _train(
-                    method, pairs, model, tokenizer, layer, sae, run_dir, settings, resume
+                    method,
+                    pairs,
+                    validation_pairs,
+                    model,
+                    tokenizer,
+                    layer,
+                    sae,
+                    run_dir,
+                    settings,
+                    resume,
                 )
                 write_json(run_dir / _KEY_FILE, {**key, "finished": True})
             vectors.append((method, vector, str(run_dir)))
             run_folders.append(run_dir)
             t = lap(f"{country}/train_{method}", t)
+        multipliers = {method: settings.multiplier for method, _, _ in vectors}
+        if settings.multiplier == "auto":
+            log(f"compare: {country}: choosing λ on {len(validation_items)} validation items ...")
+            selection = select_multipliers(
+                model, tokenizer, validation_items, vectors, settings.selection, log=log
+            )
+            run_folders.append(write_sweep(selection, country_dir / "selection"))
+            assert selection.selection is not None
+            multipliers = {
+                name: chosen["multiplier"] for name, chosen in selection.selection.items()
+            }
+            chosen_multipliers[country] = selection.selection
+            t = lap(f"{country}/select", t)
         log(f"compare: {country}: evaluating no steering and every vector ...")
+        conditions = [Condition(BASELINE)] + [
+            Condition(method, vector, float(multipliers[method]), 1, source)
+            for method, vector, source in vectors
+        ]
         benchmark = run_benchmark(
             model,
             tokenizer,
-            make_conditions(vectors, multiplier=settings.multiplier),
+            conditions,
             mcq_items=test_items,
             settings={"country": country, "layer": layer},
             log=log,
@@ -269,6 +369,7 @@ def run_comparison(
         "comparison": _settings_json(settings),
         "layer": layer,
         "countries": sizes,
+        "chosen_multipliers": chosen_multipliers,
         **(extra_settings or {}),
     }
     model_name = str(getattr(model, "name_or_path", "") or settings.model)
@@ -289,23 +390,58 @@ def run_comparison(
 _KEY_FILE = "comparison_key.json"
 
 
-def _training_key(
-    method: str, pairs: Any, layer: int, sae: Any, settings: CompareSettings
-) -> dict[str, Any]:
-    """What a trained vector depends on: reuse it only when all of this is unchanged."""
+def _pairs(
+    items: Sequence[CulturalMCQ], policy: str, model: Any, tokenizer: Any
+) -> list[PreferencePair]:
+    """Preference pairs of ``items`` under ``policy`` (``"model"`` asks the model)."""
+    from yapo.data.cultural import mcq_to_preferences
+
+    if not items:
+        return []
+    choices = None
+    if policy == "model":
+        from yapo.evaluate.preferred import model_preferred_wrong
+
+        choices = model_preferred_wrong(model, tokenizer, items)
+    return mcq_to_preferences(items, policy=policy, model_choices=choices)  # type: ignore[arg-type]
+
+
+def _digest(pairs: Sequence[PreferencePair]) -> str:
     digest = hashlib.sha256()
     for pair in pairs:
         digest.update(json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode())
-    key: dict[str, Any] = {"method": method, "layer": layer, "pairs": digest.hexdigest()}
-    if method in ("yapo", "bipo"):
+    return digest.hexdigest()
+
+
+def _preference_settings(settings: CompareSettings) -> dict[str, Any]:
+    """The training settings compare passes to YaPO/BiPO (unset ones: trainer defaults)."""
+    chosen = {
+        "epochs": settings.epochs,
+        "warmup_steps": settings.warmup_steps,
+        "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size,
+        "early_stopping_patience": settings.early_stopping_patience,
+    }
+    return {"seed": settings.seed, **{k: v for k, v in chosen.items() if v is not None}}
+
+
+def _training_key(
+    method: str,
+    pairs: Sequence[PreferencePair],
+    validation_pairs: Sequence[PreferencePair],
+    layer: int,
+    sae: Any,
+    settings: CompareSettings,
+) -> dict[str, Any]:
+    """What a trained vector depends on: reuse it only when all of this is unchanged."""
+    key: dict[str, Any] = {"method": method, "layer": layer, "pairs": _digest(pairs)}
+    base, _ = method_objective(method)  # the objective is in the method's name
+    if base in ("yapo", "bipo"):
         key.update(
-            epochs=settings.epochs,
-            warmup_steps=settings.warmup_steps,
-            learning_rate=settings.learning_rate,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
+            validation_pairs=_digest(validation_pairs),
+            training=_preference_settings(settings),
         )
-    if method in ("yapo", "sas") and sae is not None:
+    if base in ("yapo", "sas") and sae is not None:
         key["sae_checksum"] = sae.checksum()
     key["model"] = settings.model
     return key
@@ -335,6 +471,7 @@ def _load_vector(run_dir: Path) -> Any:
 def _train(
     method: str,
     pairs: Any,
+    validation_pairs: Any,
     model: Any,
     tokenizer: Any,
     layer: int,
@@ -346,22 +483,20 @@ def _train(
     from yapo.methods.api import train
 
     extra: dict[str, Any] = {}
-    if method in ("yapo", "bipo"):
-        extra = {
-            "epochs": settings.epochs,
-            "warmup_steps": settings.warmup_steps,
-            "learning_rate": settings.learning_rate,
-            "seed": settings.seed,
-        }
-        if settings.batch_size is not None:
-            extra["batch_size"] = settings.batch_size
+    base, objective = method_objective(method)
+    if base in ("yapo", "bipo"):
+        extra = _preference_settings(settings)
+        if objective != "bipo":
+            extra["objective"] = objective
+        if validation_pairs:
+            extra["eval_data"] = list(validation_pairs)
     result = train(
-        method,
+        base,
         data=pairs,
         model=model,
         tokenizer=tokenizer,
         layer=layer,
-        sae=sae if method in ("yapo", "sas") else None,
+        sae=sae if base in ("yapo", "sas") else None,
         out=run_dir,
         overwrite=True,
         resume=resume,
@@ -374,6 +509,7 @@ def _train(
 def _settings_json(settings: CompareSettings) -> dict[str, Any]:
     data = asdict(settings)
     data["methods"] = list(settings.methods)
+    data["selection"] = settings.selection.to_json()
     return data
 
 

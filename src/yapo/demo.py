@@ -26,6 +26,7 @@ from typing import Any
 from yapo._io import write_json
 from yapo.compare import METHODS, CompareSettings
 from yapo.errors import YapoError
+from yapo.evaluate.selection import SelectionConfig
 
 DEMO_METHODS = METHODS  # the demo trains every method yapo compares
 
@@ -47,8 +48,14 @@ class DemoSettings(CompareSettings):
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
-        """The reduced run for CI: a few questions, two epochs."""
-        base: dict[str, Any] = {"epochs": 1, "max_questions": 6, "warmup_steps": 1}
+        """The reduced run for CI: a few questions, one epoch, a two-point λ grid."""
+        base: dict[str, Any] = {
+            "epochs": 1,
+            "max_questions": 6,
+            "selection": SelectionConfig(
+                multipliers=(1.0, 4.0), fluency_prompts=1, fluency_tokens=8
+            ),
+        }
         base.update(overrides)
         return cls(**base)
 

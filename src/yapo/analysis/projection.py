@@ -240,7 +240,7 @@ def residual_direction(vector: SteeringVector) -> Tensor:
     """The residual-stream direction a vector adds: ``v`` (dense) or ``v @ W_dec`` (sparse).
 
     For a sparse vector this is the change when every latent it lowers is active enough
-    to be lowered in full; the exact change depends on the activations (DESIGN.md).
+    to be lowered in full; the exact change depends on the activations (docs/design.md).
     """
     if isinstance(vector, SparseVector):
         weights = vector.sae.W_dec.detach()

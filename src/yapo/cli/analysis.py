@@ -25,6 +25,14 @@ SaeOption = Annotated[
 ]
 BatchOption = Annotated[int, typer.Option(help="Items per forward pass.")]
 ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
+NoCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Score every multiplier with a full forward (the straightforward path) instead "
+        "of sharing one pass of the blocks below the vector's layer.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -372,6 +380,7 @@ def behaviour_command(
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """BiPO's behaviour tasks: A/B accuracy across multipliers (and judged open-ended answers)."""
     from yapo.evaluate.behaviour import (
@@ -406,6 +415,7 @@ def behaviour_command(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        shared_lower=not no_cache,
     )
     result = run_behaviour(lm, tokenizer, items, steering, config, judge=judge, log=_log)
     result.metadata.update({"model": model, "vector": str(vector) if vector else None})
@@ -442,6 +452,7 @@ def mmlu_command(
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """General knowledge kept: MMLU-format accuracy unsteered vs steered, and the delta."""
     from yapo._io import write_json
@@ -471,6 +482,7 @@ def mmlu_command(
         dev=dev_questions,
         chat=_chat(chat),  # type: ignore[arg-type]
         batch_size=batch_size,
+        shared_lower=not no_cache,
     )
     result.metadata.update({"model": model, "vector": str(vector) if vector else None})
     if out is not None:

@@ -29,6 +29,10 @@ def generate_command(
     positions: Annotated[str, typer.Option(help="all | prompt | generated")] = "all",
     sae: Annotated[str | None, typer.Option(help="SAE for a sparse vector.")] = None,
     layer: Annotated[int | None, typer.Option(help="Layer for a bare .pt vector.")] = None,
+    allow_other_model: Annotated[
+        bool,
+        typer.Option(help="Accept a model whose weights differ from the vector's (a sibling)."),
+    ] = False,
     max_new_tokens: Annotated[int, typer.Option()] = 48,
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
     chat: Annotated[bool, typer.Option(help="Use the tokenizer's chat template.")] = False,
@@ -48,7 +52,12 @@ def generate_command(
         raise YapoError(f"--positions must be one of {', '.join(POSITIONS)}")
     steering = None
     if vector is not None:
-        steering = load_vector(vector, sae=load_sae(sae) if sae else None, layer=layer)
+        steering = load_vector(
+            vector,
+            sae=load_sae(sae) if sae else None,
+            layer=layer,
+            strict_model=not allow_other_model,
+        )
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
     outputs = generate(
         lm,

@@ -81,6 +81,9 @@ def validate_command(
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
     if report.invalid:
         raise typer.Exit(code=1)
+    if not report.loaded:  # an empty file, or nothing usable in it: not "valid"
+        typer.echo(f"{source}: no usable {kind} record (read {report.seen})", err=True)
+        raise typer.Exit(code=1)
 
 
 @data_app.command("convert-blend")
@@ -120,7 +123,15 @@ def convert_blend_command(
 def to_pairs_command(
     mcq_file: Annotated[str, typer.Argument(help="MCQ file, dataset or 'demo'.")],
     out: Annotated[Path, typer.Option(help="Output preference pairs (.jsonl).")],
-    policy: Annotated[str, typer.Option(help="western | other_country | all")] = "western",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="western | other_country | all | model (the model's own preferred wrong option)"
+        ),
+    ] = "western",
+    model: Annotated[
+        str | None, typer.Option(help="Model that ranks the options for --policy model.")
+    ] = None,
     settings: Annotated[
         str, typer.Option(help="Comma-separated: localized,nonlocalized.")
     ] = "localized,nonlocalized",
@@ -142,13 +153,42 @@ def to_pairs_command(
         items = [i for i in items if i.country in _csv(countries)]
     if languages:
         items = [i for i in items if i.language in _csv(languages)]
+    model_choices = None
+    if policy == "model":
+        from yapo.errors import YapoError
+        from yapo.evaluate.mcq import McqConfig
+        from yapo.evaluate.preferred import model_preferred_wrong
+        from yapo.models.loading import load_model
+
+        if model is None:
+            raise YapoError("--policy model ranks options with a model: pass --model NAME")
+        lm, tokenizer = load_model(model)
+        model_choices = model_preferred_wrong(
+            lm,
+            tokenizer,
+            items,
+            McqConfig(choices=response),  # type: ignore[arg-type]
+        )
+    elif model is not None:
+        from yapo.errors import YapoError
+
+        raise YapoError("--model is used only with --policy model")
     pairs = mcq_to_preferences(
         items,
         policy=policy,  # type: ignore[arg-type]
         settings=_csv(settings),  # type: ignore[arg-type]
         style=style,  # type: ignore[arg-type]
         response=response,  # type: ignore[arg-type]
+        model_choices=model_choices,
     )
+    from yapo.data.validation import rejected_option_census
+    from yapo.errors import YapoError
+
+    census = rejected_option_census(items, policy)
+    if census.left_out:
+        typer.echo(census.summary(), err=True)
+    if not pairs:  # nothing to write: an empty file would look like success
+        raise YapoError(f"no preference pairs written to {out}: {census.summary()}")
     write_jsonl(out, pairs)
     typer.echo(f"{len(items)} MCQ item(s) → {len(pairs)} preference pair(s) in {out}")
 

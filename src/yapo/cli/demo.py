@@ -7,11 +7,32 @@ from typing import Annotated
 
 import typer
 
+from yapo.cli.options import (
+    DEFAULT_GRID,
+    SELECTION,
+    FluencyPromptsOption,
+    MaxNllIncreaseOption,
+    MaxRepetitionOption,
+    MultiplierOption,
+    SelectGridOption,
+    SelectMetricOption,
+    parse_multiplier,
+    selection_config,
+)
+from yapo.compare import CompareSettings
+
+COMPARE = CompareSettings()  # the one home of the compare/demo defaults
 MethodsOption = Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")]
-MultiplierOption = Annotated[float, typer.Option(help="λ at evaluation.")]
 ModelOption = Annotated[str, typer.Option(help="Model name (default: the embedded one).")]
 SaeOption = Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")]
 LayerOption = Annotated[int | None, typer.Option(help="Steering layer (default: the SAE's layer).")]
+PairPolicyOption = Annotated[
+    str,
+    typer.Option(
+        help="Rejected answer of each training pair: model (the model's own preferred wrong "
+        "option) | western | other_country | all."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +54,13 @@ def demo_command(
         int | None,
         typer.Option(help="Questions of the country to use, half held out (0 = all 42)."),
     ] = None,
-    multiplier: MultiplierOption = 1.0,
+    multiplier: MultiplierOption = str(COMPARE.multiplier),
+    select_grid: SelectGridOption = DEFAULT_GRID,
+    select_metric: SelectMetricOption = SELECTION.metric,
+    max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
+    max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
+    fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    pair_policy: PairPolicyOption = COMPARE.pair_policy,
     model: ModelOption = "default",
     sae: SaeOption = "default",
     layer: LayerOption = None,
@@ -51,16 +78,22 @@ def demo_command(
         "country": country,
         "languages": chosen_languages,
         "methods": parse_methods(methods),
-        "multiplier": multiplier,
+        "multiplier": parse_multiplier(multiplier),
+        "pair_policy": pair_policy,
         "model": model,
         "sae": sae,
         "layer": layer,
     }
+    if not quick or select_grid != DEFAULT_GRID:
+        overrides["selection"] = selection_config(
+            select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
+        )
     if epochs is not None:
         overrides["epochs"] = epochs
     if questions is not None:
         overrides["max_questions"] = questions or None
     settings = DemoSettings.quick(**overrides) if quick else DemoSettings(**overrides)  # type: ignore[arg-type]
+    settings.check()
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
     typer.echo(f"demo finished in {result.seconds:.0f} s; report: {result.report}")
@@ -82,20 +115,40 @@ def compare_command(
     ] = None,
     methods: MethodsOption = "yapo,bipo,caa,sas",
     test_fraction: Annotated[
-        float, typer.Option(help="Share of each country's questions held out.")
-    ] = 0.5,
+        float, typer.Option(help="Share of each country's questions held out for the test.")
+    ] = COMPARE.test_fraction,
+    validation_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of each country's training questions held out for early stopping "
+            "and for choosing λ."
+        ),
+    ] = COMPARE.validation_fraction,
     questions: Annotated[
         int | None, typer.Option(help="Use only the first N questions of each country.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = 4,
+    pair_policy: PairPolicyOption = COMPARE.pair_policy,
+    epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = COMPARE.epochs,
     lr: Annotated[
-        float, typer.Option(help="Learning rate for YaPO and BiPO (paper: 5e-4 on Gemma-2-2B).")
-    ] = 1.0,
-    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps for YaPO and BiPO.")] = 4,
+        float | None,
+        typer.Option(help="Relative learning rate for YaPO and BiPO (default: the trainer's)."),
+    ] = COMPARE.learning_rate,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default: a fraction of the run).")
+    ] = COMPARE.warmup_steps,
     batch_size: Annotated[
         int | None, typer.Option(help="Pairs per step for YaPO and BiPO (default 4).")
-    ] = None,
-    multiplier: MultiplierOption = 1.0,
+    ] = COMPARE.batch_size,
+    early_stopping_patience: Annotated[
+        int | None,
+        typer.Option(help="Stop YaPO/BiPO after N validation evaluations without improvement."),
+    ] = COMPARE.early_stopping_patience,
+    multiplier: MultiplierOption = str(COMPARE.multiplier),
+    select_grid: SelectGridOption = DEFAULT_GRID,
+    select_metric: SelectMetricOption = SELECTION.metric,
+    max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
+    max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
+    fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     model: ModelOption = "default",
     sae: SaeOption = "default",
     layer: LayerOption = None,
@@ -109,17 +162,23 @@ def compare_command(
 ) -> None:
     """Per country: train each method on its training questions, compare on held-out ones."""
     from yapo.cli.evaluate import load_mcq_data
-    from yapo.compare import CompareSettings, parse_methods, run_comparison
+    from yapo.compare import parse_methods, run_comparison
     from yapo.demo import parse_languages
 
     settings = CompareSettings(
         methods=parse_methods(methods),
         test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        pair_policy=pair_policy,
         epochs=epochs,
         warmup_steps=warmup_steps,
         learning_rate=lr,
         batch_size=batch_size,
-        multiplier=multiplier,
+        early_stopping_patience=early_stopping_patience,
+        multiplier=parse_multiplier(multiplier),
+        selection=selection_config(
+            select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
+        ),
         max_questions=questions,
         model=model,
         sae=sae,

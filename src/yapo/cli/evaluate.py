@@ -56,6 +56,13 @@ DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")
 StrictOption = Annotated[
     bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
 ]
+NoCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Score every condition with a full forward (the straightforward path) instead of sharing one pass of the blocks below the vectors' layer.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -152,7 +159,13 @@ def load_vectors(specs: list[str], sae: str | None) -> list[tuple[str, Any, str]
 
 
 def _mcq_config(
-    mode: str, choices: str, normalize: bool, chat: str, batch_size: int, max_new_tokens: int
+    mode: str,
+    choices: str,
+    normalize: bool,
+    chat: str,
+    batch_size: int,
+    max_new_tokens: int,
+    shared_lower: bool = True,
 ) -> Any:
     from yapo.evaluate.mcq import McqConfig
 
@@ -163,6 +176,7 @@ def _mcq_config(
         chat=_chat(chat),  # type: ignore[arg-type]
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        shared_lower=shared_lower,
     )
     config.check()
     return config
@@ -196,6 +210,8 @@ def _judge(
     no_cache: bool,
     dtype: str | None,
     device: str | None,
+    timeout: float = 120.0,
+    deadline: float | None = None,
 ) -> Any:
     from yapo.evaluate.judge import JudgeCache, LocalJudge, OpenAIJudge
     from yapo.models.loading import cache_dir
@@ -215,7 +231,13 @@ def _judge(
         model, tokenizer = load_model(judge_local, dtype=dtype, device=device)
         return LocalJudge(model, tokenizer, name=judge_local, cache=cache)
     return OpenAIJudge(
-        str(judge_model), judge_url, concurrency=concurrency, max_retries=retries, cache=cache
+        str(judge_model),
+        judge_url,
+        concurrency=concurrency,
+        max_retries=retries,
+        cache=cache,
+        timeout=timeout,
+        deadline=deadline,
     )
 
 
@@ -240,6 +262,17 @@ def eval_command(
     ] = None,
     judge_concurrency: Annotated[int, typer.Option(help="Judge requests in flight.")] = 4,
     judge_retries: Annotated[int, typer.Option(help="Retries per judge request.")] = 3,
+    judge_timeout: Annotated[
+        float, typer.Option(help="Seconds one judge request may take.")
+    ] = 120.0,
+    judge_deadline: Annotated[
+        float | None,
+        typer.Option(help="Seconds all judging may take; later items fail at once."),
+    ] = None,
+    judge_max_failures: Annotated[
+        int | None,
+        typer.Option(help="Failed judgements tolerated before exit code 3 (default 0)."),
+    ] = 0,
     judge_cache: Annotated[
         Path | None, typer.Option(help="Judgement cache file (default: the yapo cache).")
     ] = None,
@@ -268,6 +301,7 @@ def eval_command(
             "Same as `yapo behaviour` at multipliers -λ, 0, +λ."
         ),
     ] = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Compare no steering and each vector on cultural MCQs (and open-ended questions)."""
     from yapo.evaluate.benchmark import make_conditions, run_benchmark, write_benchmark
@@ -302,11 +336,14 @@ def eval_command(
             dtype=dtype,
             device=device,
             threads=None,
+            no_cache=no_cache,
         )
         return
     if not data and not open_data:
         raise YapoError("give --data (MCQs, or 'demo') and/or --open-data")
-    mcq_config = _mcq_config(mode, choices, normalize, chat, batch_size, max_new_tokens)
+    mcq_config = _mcq_config(
+        mode, choices, normalize, chat, batch_size, max_new_tokens, shared_lower=not no_cache
+    )
     metrics = _metric_options(unit, alpha, bootstrap, confidence, seed)
     settings: dict[str, Any] = {"model_name": model, "data": data or None, "open_data": open_data}
     items: list[Any] = []
@@ -327,6 +364,8 @@ def eval_command(
         no_judge_cache,
         dtype,
         device,
+        timeout=judge_timeout,
+        deadline=judge_deadline,
     )
     if questions and judge is None:
         raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
@@ -352,6 +391,28 @@ def eval_command(
     folder = write_benchmark(result, out)
     typer.echo((folder / "tables.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {folder}/results.json, tables.md, tables.json", err=True)
+    _judge_exit(result, judge_max_failures)
+
+
+def _judge_exit(result: Any, max_failures: int | None) -> None:
+    """A summary of judge failures; exit 2 when all failed, 3 when more than tolerated."""
+    from yapo.evaluate.judge import JudgeTally
+
+    tally = JudgeTally()
+    for condition in result.results:
+        if condition.open is not None:
+            tally.add(
+                len(condition.open.answers),
+                condition.open.failures,
+                condition.open.failure_messages(3),
+            )
+    if not tally.failed:
+        return
+    _log(tally.summary())
+    code = tally.exit_code(max_failures)  # raises when every judgement failed
+    if code:
+        _log(f"more than {max_failures} judgement(s) failed: exit code {code}")
+        raise typer.Exit(code=code)
 
 
 def sweep_command(
@@ -380,6 +441,7 @@ def sweep_command(
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     strict: StrictOption = True,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG)."""
     from yapo.evaluate.sweep import parse_multipliers, run_sweep, write_sweep
@@ -388,7 +450,9 @@ def sweep_command(
     grid = parse_multipliers(multipliers)
     if not vector:
         raise YapoError("a sweep needs at least one --vector")
-    mcq_config = _mcq_config(mode, choices, normalize, chat, batch_size, max_new_tokens)
+    mcq_config = _mcq_config(
+        mode, choices, normalize, chat, batch_size, max_new_tokens, shared_lower=not no_cache
+    )
     metrics = _metric_options(unit, alpha, bootstrap, confidence, seed)
     items, report = load_mcq_data(data, strict)
     items = _select(items, countries, limit)

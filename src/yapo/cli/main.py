@@ -15,7 +15,9 @@ from yapo.cli.core import register as register_core
 from yapo.cli.data import register as register_data
 from yapo.cli.demo import register as register_demo
 from yapo.cli.evaluate import register as register_evaluate
+from yapo.cli.export import register as register_export
 from yapo.cli.sae import register as register_sae
+from yapo.cli.serve import register as register_serve
 from yapo.cli.train import register as register_train
 from yapo.errors import YapoError
 
@@ -33,6 +35,8 @@ register_sae(app)
 register_evaluate(app)
 register_train(app)
 register_demo(app)
+register_export(app)
+register_serve(app)
 
 
 def main() -> None:

@@ -9,6 +9,10 @@ from typing import Annotated
 
 import typer
 
+from yapo.methods.preference import PreferenceConfig
+
+DEFAULTS = PreferenceConfig()  # the one home of every training default
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
@@ -33,23 +37,56 @@ def train_command(
     ] = 0.0,
     max_pairs: Annotated[int | None, typer.Option(help="Use only the first N pairs.")] = None,
     chat: Annotated[str, typer.Option(help="Chat template: auto | yes | no.")] = "auto",
-    epochs: Annotated[int, typer.Option()] = 20,
-    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step (global).")] = 4,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 5e-4,
-    beta: Annotated[float, typer.Option(help="DPO β.")] = 0.1,
-    weight_decay: Annotated[float, typer.Option()] = 0.05,
-    warmup_steps: Annotated[int, typer.Option()] = 100,
+    epochs: Annotated[int, typer.Option()] = DEFAULTS.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Pairs per optimizer step (global).")
+    ] = DEFAULTS.batch_size,
+    lr: Annotated[
+        float,
+        typer.Option(
+            "--lr",
+            help="Learning rate relative to the measured scale of what v steers "
+            "(absolute with --lr-scale 1; the paper: --lr 5e-4 --lr-scale 1).",
+        ),
+    ] = DEFAULTS.learning_rate,
+    lr_scale: Annotated[
+        float | None,
+        typer.Option(help="Scale --lr and --weight-decay are relative to (default: measured)."),
+    ] = DEFAULTS.lr_scale,
+    beta: Annotated[float, typer.Option(help="DPO β.")] = DEFAULTS.beta,
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW decay, relative like --lr (holds |v_i| near scale/wd).")
+    ] = DEFAULTS.weight_decay,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default: --warmup-fraction of the run).")
+    ] = DEFAULTS.warmup_steps,
+    warmup_fraction: Annotated[
+        float, typer.Option(help="Warm-up as a fraction of the run's steps.")
+    ] = DEFAULTS.warmup_fraction,
     schedule: Annotated[
         str, typer.Option(help="cosine | linear | constant | constant_with_warmup")
-    ] = "cosine",
+    ] = DEFAULTS.schedule,
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping (0: off).")] = 1.0,
-    multiplier: Annotated[float, typer.Option(help="Steering strength λ during training.")] = 1.0,
+    multiplier: Annotated[
+        float, typer.Option(help="Steering strength λ during training.")
+    ] = DEFAULTS.multiplier,
     one_direction: Annotated[
         bool, typer.Option("--one-direction", help="Always d = +1 (no bi-directional draw).")
     ] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_prompt_length: Annotated[int, typer.Option()] = 512,
+    objective: Annotated[
+        str, typer.Option(help="bipo (bi-directional DPO) | reps (RePS, reference-free).")
+    ] = DEFAULTS.objective,
+    seed: Annotated[int, typer.Option()] = DEFAULTS.seed,
+    max_prompt_length: Annotated[int, typer.Option()] = DEFAULTS.max_prompt_length,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    early_stopping_patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after N evaluations without a lower eval loss (needs eval data)."),
+    ] = DEFAULTS.early_stopping_patience,
+    keep_best: Annotated[
+        bool,
+        typer.Option(help="With eval data, keep the vector of the best eval loss (else the last)."),
+    ] = DEFAULTS.keep_best,
     eval_every: Annotated[int | None, typer.Option(help="Also evaluate every N steps.")] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Also checkpoint every N steps.")
@@ -108,13 +145,18 @@ def train_command(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=lr,
+        lr_scale=lr_scale,
         beta=beta,
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
+        warmup_fraction=warmup_fraction,
+        early_stopping_patience=early_stopping_patience,
+        keep_best=keep_best,
         schedule=schedule,
         max_grad_norm=max_grad_norm or None,
         multiplier=multiplier,
         bidirectional=not one_direction,
+        objective=objective,
         seed=seed,
         max_prompt_length=max_prompt_length,
         max_steps=max_steps,

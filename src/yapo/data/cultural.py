@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,8 +47,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Policy = Literal["western", "other_country", "all"]
-POLICIES: tuple[Policy, ...] = ("western", "other_country", "all")
+Policy = Literal["western", "other_country", "all", "model"]
+POLICIES: tuple[Policy, ...] = ("western", "other_country", "all", "model")
+# policy "model": (item id, setting) -> the model's preferred wrong option, from
+# yapo.evaluate.preferred.model_preferred_wrong (the data layer cannot score)
+ModelChoices = Mapping[tuple[str, str], int]
 ResponseForm = Literal["text", "letter", "letter_text"]
 RESPONSE_FORMS: tuple[ResponseForm, ...] = ("text", "letter", "letter_text")
 _OPTION_COLUMN = re.compile(r"^option_(\d+)$")
@@ -250,9 +253,15 @@ def load_open(
     return _load(table, "open", strict)
 
 
-def _rejected_indices(item: CulturalMCQ, policy: Policy) -> list[int]:
+def _rejected_indices(
+    item: CulturalMCQ, policy: Policy, setting: str, model_choices: ModelChoices | None
+) -> list[int]:
     western = item.western_index
     wrong = [i for i in range(len(item.options)) if i != item.answer]
+    if policy == "model":
+        assert model_choices is not None
+        choice = model_choices.get((item.id, setting))
+        return [choice] if choice is not None and choice != item.answer else []
     if policy == "western":
         return [western] if western is not None and western != item.answer else []
     if policy == "other_country":
@@ -275,16 +284,25 @@ def mcq_to_preferences(
     *,
     style: McqStyle = "letters",
     response: ResponseForm = "text",
+    model_choices: ModelChoices | None = None,
 ) -> list[PreferencePair]:
     """Preference pairs from MCQs: chosen = the correct option, rejected per ``policy``.
 
     One pair per item, setting and rejected option, with ``question_id``, ``country``,
     ``language`` and ``setting`` copied so that :func:`split_by_question` keeps an
     item's pairs together. Items without a usable rejected option (no Western option
-    under ``"western"``) are left out and counted in a log warning.
+    under ``"western"``) are left out and counted in a log warning. Policy ``"model"``
+    rejects the option the model itself prefers among the wrong ones, in each setting
+    (as the paper's data preparation rejects the model's own sampled answers): pass
+    ``model_choices`` from :func:`yapo.evaluate.preferred.model_preferred_wrong`.
     """
     if policy not in POLICIES:
         raise YapoError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy == "model" and model_choices is None:
+        raise YapoError(
+            "policy 'model' needs the model's preferred wrong options (model_choices=...; "
+            "on the command line: --policy model --model NAME)"
+        )
     if response not in RESPONSE_FORMS:
         raise YapoError(f"response must be one of {', '.join(RESPONSE_FORMS)}")
     bad_settings = [s for s in settings if s not in SETTINGS]
@@ -292,14 +310,15 @@ def mcq_to_preferences(
         raise YapoError(f"settings must be among {', '.join(SETTINGS)}, got {list(settings)}")
     pairs: list[PreferencePair] = []
     without = 0
-    for item in items:
-        rejected = _rejected_indices(item, policy)
-        if not rejected:
+    items_seen = list(items)  # read twice: here, and to say why items were left out
+    for item in items_seen:
+        by_setting = {s: _rejected_indices(item, policy, s, model_choices) for s in settings}
+        if not any(by_setting.values()):
             without += 1
             continue
         for setting in settings:
             prompt = format_mcq_prompt(item.question(setting), item.options, style)
-            for index in rejected:
+            for index in by_setting[setting]:
                 label = (item.option_countries or [])[index : index + 1] or ["?"]
                 pairs.append(
                     PreferencePair(
@@ -321,6 +340,8 @@ def mcq_to_preferences(
                     )
                 )
     if without:
-        what = "a Western option" if policy == "western" else "a wrong option of that kind"
-        logger.warning("%d MCQ item(s) without %s were left out (policy=%s)", without, what, policy)
+        from yapo.data.validation import rejected_option_census
+
+        census = rejected_option_census(items_seen, policy)
+        logger.warning("%s", census.summary() if census.left_out else f"{without} left out")
     return pairs

@@ -118,8 +118,9 @@ def resolve_columns(
         if found is None:
             raise YapoError(
                 f"{source} has no {role} column (looked for {', '.join(candidates)}); its "
-                f"columns: {', '.join(columns) or '(none)'}. Pass columns={{'{role}': ...}} "
-                "(--prompt-column/--chosen-column/--rejected-column)"
+                f"columns: {', '.join(columns) or '(none)'}. Rename that column to one of "
+                f"those names, or in Python pass load_preferences(..., columns={{'{role}': "
+                "'<column>'}})"
             )
         chosen_map[role] = found
     kind: Literal["columns", "bipo"] = (

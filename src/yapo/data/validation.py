@@ -202,3 +202,67 @@ def text_field(
     if not isinstance(value, str):
         return None, f"field {name!r} must be text, got {type(value).__name__}"
     return value.strip(), None
+
+
+@dataclass
+class RejectedCensus:
+    """Why MCQ items gave no preference pair under a policy (``yapo data to-pairs``).
+
+    ``no_western``: no option is marked Western; ``western_is_correct``: the Western
+    option *is* the correct answer (e.g. the English rows of a localization set whose
+    answer is the Western one), so there is nothing to prefer it against;
+    ``no_other_wrong``: no wrong option of the asked kind.
+    """
+
+    policy: str
+    items: int = 0
+    no_western: int = 0
+    western_is_correct: int = 0
+    no_other_wrong: int = 0
+
+    @property
+    def left_out(self) -> int:
+        return self.no_western + self.western_is_correct + self.no_other_wrong
+
+    def summary(self) -> str:
+        parts = []
+        if self.western_is_correct:
+            parts.append(
+                f"{self.western_is_correct} whose Western option is the correct answer "
+                "(nothing to prefer it against)"
+            )
+        if self.no_western:
+            parts.append(f"{self.no_western} with no option marked Western (western_index)")
+        if self.no_other_wrong:
+            parts.append(f"{self.no_other_wrong} with no wrong option of that kind")
+        reasons = "; ".join(parts) or "none"
+        return (
+            f"{self.left_out} of {self.items} MCQ item(s) gave no pair under "
+            f"--policy {self.policy}: {reasons}"
+        )
+
+
+def rejected_option_census(items: Any, policy: str) -> RejectedCensus:
+    """Count, per reason, the items that have no rejected option under ``policy``.
+
+    Mirrors the policies of :func:`yapo.data.cultural.mcq_to_preferences` (items are
+    read duck-typed: ``answer``, ``western_index``, ``options``); other policies (a
+    model's own choice) are not counted here.
+    """
+    census = RejectedCensus(policy)
+    for item in items:
+        census.items += 1
+        western = getattr(item, "western_index", None)
+        answer = item.answer
+        wrong = [i for i in range(len(item.options)) if i != answer]
+        if policy == "western":
+            if western is None:
+                census.no_western += 1
+            elif western == answer:
+                census.western_is_correct += 1
+        elif policy == "other_country":
+            if not [i for i in wrong if i != western]:
+                census.no_other_wrong += 1
+        elif policy == "all" and not wrong:
+            census.no_other_wrong += 1
+    return census

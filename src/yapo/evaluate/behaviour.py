@@ -41,10 +41,10 @@ from yapo.data.defects import find_marker
 from yapo.data.prompts import format_mcq_prompt, format_prompt
 from yapo.data.validation import DuplicateTracker, LoadReport, normalize_text
 from yapo.errors import YapoError
+from yapo.evaluate.conditions import Steer, score_conditions
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.client import OpenAIJudge
 from yapo.evaluate.judge.local import LocalJudge
-from yapo.evaluate.scoring import score_choices
 from yapo.evaluate.textgen import generate_texts
 from yapo.vectors.base import SteeringVector
 
@@ -213,21 +213,52 @@ def score_ab(
     seed: int = 0,
 ) -> AbPoint:
     """A/B accuracy and mean probability of the matching answer at one multiplier."""
+    return score_ab_points(
+        model,
+        tokenizer,
+        items,
+        vector=vector,
+        multipliers=[multiplier],
+        direction=direction,
+        chat=chat,
+        batch_size=batch_size,
+        seed=seed,
+    )[0]
+
+
+def score_ab_points(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[BehaviourItem],
+    *,
+    vector: SteeringVector | None = None,
+    multipliers: Sequence[float] = (0.0,),
+    direction: int = 1,
+    chat: bool | Literal["auto"] = "auto",
+    batch_size: int = 16,
+    seed: int = 0,
+    shared_lower: bool = True,
+) -> list[AbPoint]:
+    """:func:`score_ab` at every multiplier, sharing the blocks below the vector's layer
+    across multipliers (``shared_lower=False``: the whole model per multiplier)."""
     prompts, matching = [], []
     for item in items:
         text, index = ab_prompt(item, seed)
         prompts.append(format_prompt(tokenizer, text, chat=chat))
         matching.append(index)
-    scores = score_choices(
+    scored = score_conditions(
         model,
         tokenizer,
         prompts,
         [list(LETTERS)] * len(prompts),
-        vector=vector,
-        multiplier=multiplier if vector is not None else 0.0,
-        direction=direction,
+        [Steer(vector, m if vector is not None else 0.0, direction) for m in multipliers],
         batch_size=batch_size,
+        shared_lower=shared_lower,
     )
+    return [_ab_point(m, s.scores, matching) for m, s in zip(multipliers, scored)]
+
+
+def _ab_point(multiplier: float, scores: list[list[float]], matching: list[int]) -> AbPoint:
     probabilities, correct = [], []
     for row, index in zip(scores, matching):
         top = max(row)
@@ -432,6 +463,9 @@ class BehaviourConfig:
     batch_size: int = 16
     max_new_tokens: int = 128
     seed: int = 0
+    # A/B scores at every multiplier from one pass of the blocks below the vector's
+    # layer; False runs the whole model per multiplier (the oracle, ``--no-cache``).
+    shared_lower: bool = True
 
 
 @dataclass
@@ -507,23 +541,23 @@ def run_behaviour(
         raise YapoError(f"direction must be +1 or -1, got {config.direction}")
     multipliers = list(dict.fromkeys(config.multipliers)) if vector is not None else [0.0]
     tasks = {item.task for item in items}
-    ab_points, open_points = [], []
+    if log:
+        grid = ", ".join(f"{m:g}" for m in multipliers)
+        log(f"λ={grid}: A/B scoring of {len(items)} items")
+    ab_points = score_ab_points(
+        model,
+        tokenizer,
+        items,
+        vector=vector,
+        multipliers=multipliers,
+        direction=config.direction,
+        chat=config.chat,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        shared_lower=config.shared_lower,
+    )
+    open_points = []
     for multiplier in multipliers:
-        if log:
-            log(f"λ={multiplier:g}: A/B scoring of {len(items)} items")
-        ab_points.append(
-            score_ab(
-                model,
-                tokenizer,
-                items,
-                vector=vector,
-                multiplier=multiplier,
-                direction=config.direction,
-                chat=config.chat,
-                batch_size=config.batch_size,
-                seed=config.seed,
-            )
-        )
         if judge is not None:
             if log:
                 log(f"λ={multiplier:g}: generating and judging {len(items)} answers")

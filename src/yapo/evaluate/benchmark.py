@@ -29,7 +29,7 @@ from yapo.data.records import CulturalMCQ, OpenQuestion
 from yapo.errors import YapoError
 from yapo.evaluate.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_SAMPLES
 from yapo.evaluate.judge.base import Judge
-from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq
+from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq, run_mcq_conditions
 from yapo.evaluate.metrics import EPS, MetricsSummary, Unit, summarize
 from yapo.evaluate.openended import OpenConfig, OpenRun, run_open
 from yapo.report.tables import build_tables, tables_markdown
@@ -196,18 +196,28 @@ def run_benchmark(
         if condition.vector is not None:
             condition.vector.check_fits(model)
     results: list[ConditionResult] = []
-    for condition in conditions:
+    # Log-likelihood MCQs: every condition at once, sharing the blocks below the vectors.
+    scored = (
+        run_mcq_conditions(model, tokenizer, mcq_items, conditions, mcq_config)
+        if mcq_items and mcq_config.mode == "loglik"
+        else None
+    )
+    for index, condition in enumerate(conditions):
         result = ConditionResult(condition)
         vector, multiplier, direction = condition.vector, condition.multiplier, condition.direction
         if mcq_items:
-            result.mcq = run_mcq(
-                model,
-                tokenizer,
-                mcq_items,
-                mcq_config,
-                vector=vector,
-                multiplier=multiplier,
-                direction=direction,
+            result.mcq = (
+                scored[index]
+                if scored is not None
+                else run_mcq(
+                    model,
+                    tokenizer,
+                    mcq_items,
+                    mcq_config,
+                    vector=vector,
+                    multiplier=multiplier,
+                    direction=direction,
+                )
             )
             result.mcq_metrics = metrics.summarize(result.mcq.pairs())
             overall = result.mcq_metrics.overall.metrics

@@ -16,6 +16,11 @@ Two modes:
 * ``generate`` (chat models): the model writes an answer, asked to put the letter in
   ``\\boxed{}``; :func:`yapo.evaluate.parsing.parse_boxed_answer` reads it. Unparseable
   answers count as wrong and are reported.
+
+Several conditions on the same items (:func:`run_mcq_conditions`, used by ``eval``,
+``sweep``, ``compare`` and λ selection) share one pass of the blocks below the steered
+layer in ``loglik`` mode (:mod:`yapo.evaluate.conditions`); ``McqConfig.shared_lower``
+= False (``--no-cache``) scores each condition with the whole model instead.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 from yapo.data.prompts import answer_letter, format_mcq_prompt, format_prompt
 from yapo.data.records import SETTINGS, CulturalMCQ, Setting
 from yapo.errors import YapoError
+from yapo.evaluate.conditions import SteeringLike, score_conditions
 from yapo.evaluate.metrics import PairScore
 from yapo.evaluate.parsing import BOXED_INSTRUCTION, parse_boxed_answer
 from yapo.evaluate.scoring import Throughput, score_choices_with_stats
@@ -51,6 +57,9 @@ class McqConfig:
     chat: bool | Literal["auto"] = "auto"
     batch_size: int = 16
     max_new_tokens: int = 128
+    # Score several conditions from one pass of blocks 0..L (loglik only); False runs
+    # the whole model per condition (the oracle, ``--no-cache``).
+    shared_lower: bool = True
 
     def check(self) -> None:
         if self.mode not in MCQ_MODES:
@@ -154,6 +163,73 @@ def mcq_choices(item: CulturalMCQ, form: ChoiceFormat) -> list[str]:
     return list(item.options)
 
 
+def _jobs(
+    tokenizer: Any, items: Sequence[CulturalMCQ], config: McqConfig
+) -> tuple[list[tuple[CulturalMCQ, Setting]], list[str]]:
+    if not items:
+        raise YapoError("there are no MCQ items to evaluate")
+    jobs = [(item, setting) for item in items for setting in SETTINGS]
+    prompts = [
+        format_prompt(tokenizer, mcq_text(item, setting, config.mode), chat=config.chat)
+        for item, setting in jobs
+    ]
+    return jobs, prompts
+
+
+def _loglik_run(
+    jobs: list[tuple[CulturalMCQ, Setting]], scores: list[list[float]], stats: Throughput
+) -> McqRun:
+    predictions = []
+    for (item, setting), row in zip(jobs, scores):
+        chosen = max(range(len(row)), key=row.__getitem__)
+        predictions.append(_prediction(item, setting, chosen, scores=row))
+    return McqRun(predictions, stats)
+
+
+def run_mcq_conditions(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[CulturalMCQ],
+    conditions: Sequence[SteeringLike],
+    config: McqConfig | None = None,
+) -> list[McqRun]:
+    """:func:`run_mcq` for each condition (vector or None, multiplier, direction), in order.
+
+    In ``loglik`` mode with ``config.shared_lower`` the prompts' states below the
+    steered layer are computed once for all conditions
+    (:func:`yapo.evaluate.conditions.score_conditions`): the same predictions and
+    scores, several times faster for sweeps. ``generate`` runs each condition in turn.
+    """
+    config = config or McqConfig()
+    config.check()
+    if config.mode != "loglik":
+        return [
+            run_mcq(
+                model,
+                tokenizer,
+                items,
+                config,
+                vector=c.vector,
+                multiplier=c.multiplier,
+                direction=c.direction,
+            )
+            for c in conditions
+        ]
+    jobs, prompts = _jobs(tokenizer, items, config)
+    choice_lists = [mcq_choices(item, config.choices) for item, _ in jobs]
+    scored = score_conditions(
+        model,
+        tokenizer,
+        prompts,
+        choice_lists,
+        conditions,
+        batch_size=config.batch_size,
+        normalize=config.normalize,
+        shared_lower=config.shared_lower,
+    )
+    return [_loglik_run(jobs, s.scores, s.throughput) for s in scored]
+
+
 def run_mcq(
     model: nn.Module,
     tokenizer: Any,
@@ -164,16 +240,13 @@ def run_mcq(
     multiplier: float = 0.0,
     direction: int = 1,
 ) -> McqRun:
-    """Answer every item in both settings, steered by ``vector`` when given."""
+    """Answer every item in both settings, steered by ``vector`` when given.
+
+    To evaluate several conditions on the same items use :func:`run_mcq_conditions`.
+    """
     config = config or McqConfig()
     config.check()
-    if not items:
-        raise YapoError("there are no MCQ items to evaluate")
-    jobs = [(item, setting) for item in items for setting in SETTINGS]
-    prompts = [
-        format_prompt(tokenizer, mcq_text(item, setting, config.mode), chat=config.chat)
-        for item, setting in jobs
-    ]
+    jobs, prompts = _jobs(tokenizer, items, config)
     predictions: list[McqPrediction] = []
     if config.mode == "loglik":
         choice_lists = [mcq_choices(item, config.choices) for item, _ in jobs]
@@ -188,23 +261,20 @@ def run_mcq(
             batch_size=config.batch_size,
             normalize=config.normalize,
         )
-        for (item, setting), row in zip(jobs, scores):
-            chosen = max(range(len(row)), key=row.__getitem__)
-            predictions.append(_prediction(item, setting, chosen, scores=row))
-    else:
-        outputs, stats = generate_texts(
-            model,
-            tokenizer,
-            prompts,
-            vector=vector,
-            multiplier=multiplier,
-            direction=direction,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-        )
-        for (item, setting), output in zip(jobs, outputs):
-            parsed = parse_boxed_answer(output, item.options)
-            predictions.append(_prediction(item, setting, parsed, output=output))
+        return _loglik_run(jobs, scores, stats)
+    outputs, stats = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        vector=vector,
+        multiplier=multiplier,
+        direction=direction,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+    )
+    for (item, setting), output in zip(jobs, outputs):
+        parsed = parse_boxed_answer(output, item.options)
+        predictions.append(_prediction(item, setting, parsed, output=output))
     return McqRun(predictions, stats)
 
 

@@ -1,6 +1,6 @@
 """Accuracy, RCA and PNLG over localized/non-localized pairs, per country, language, overall.
 
-Definitions (DESIGN.md), for a pair of scores ``p_loc, p_non`` in [0, 1] and
+Definitions (docs/design.md, "Evaluation metrics"), for scores ``p_loc, p_non`` in [0, 1] and
 ``p̄ = (p_loc + p_non) / 2``:
 
 * ``RCA    = E[ 2·p_loc·p_non / (p_loc + p_non + ε) ]``  (higher is better: both high)
@@ -89,7 +89,7 @@ def pnlg(
 
 def check_alpha(alpha: float) -> None:
     if not 0.0 <= float(alpha) <= 1.0:
-        raise YapoError(f"PNLG's alpha must be in [0, 1] (DESIGN.md), got {alpha}")
+        raise YapoError(f"PNLG's alpha must be in [0, 1] (see docs/design.md), got {alpha}")
 
 
 @dataclass

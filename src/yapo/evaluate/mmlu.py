@@ -36,7 +36,7 @@ from torch import nn
 from yapo.data.prompts import ANSWER_LETTERS, answer_letter, format_mcq_prompt, format_prompt
 from yapo.data.validation import LoadReport
 from yapo.errors import YapoError
-from yapo.evaluate.scoring import score_choices
+from yapo.evaluate.conditions import Steer, score_conditions
 from yapo.vectors.base import SteeringVector
 
 SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
@@ -257,11 +257,14 @@ def run_mmlu(
     dev: Sequence[MmluQuestion] | None = None,
     chat: bool | Literal["auto"] = "auto",
     batch_size: int = 16,
+    shared_lower: bool = True,
 ) -> MmluResult:
     """Accuracy unsteered and at each multiplier; ``shots`` examples per subject from ``dev``.
 
     Few-shot examples come from ``dev`` (the same subject), or, without ``dev``, from the
-    other questions of the same subject (never the question itself).
+    other questions of the same subject (never the question itself). All multipliers
+    share one pass of the blocks below the vector's layer (``shared_lower=False``: the
+    whole model per multiplier).
     """
     if not questions:
         raise YapoError("no MMLU questions to evaluate")
@@ -281,19 +284,19 @@ def run_mmlu(
         prompts.append(format_prompt(tokenizer, mmlu_prompt(q, pool), chat=chat))
     letters = [[answer_letter(i) for i in range(len(q.choices))] for q in questions]
     wanted = [0.0] + [float(m) for m in multipliers if float(m) != 0.0] if vector else [0.0]
+    grid = list(dict.fromkeys(wanted))
+    scored = score_conditions(
+        model,
+        tokenizer,
+        prompts,
+        letters,
+        [Steer(vector, m, direction) for m in grid],
+        batch_size=batch_size,
+        shared_lower=shared_lower,
+    )
     conditions: list[MmluCondition] = []
-    for multiplier in dict.fromkeys(wanted):
-        scores = score_choices(
-            model,
-            tokenizer,
-            prompts,
-            letters,
-            vector=vector,
-            multiplier=multiplier,
-            direction=direction,
-            batch_size=batch_size,
-        )
-        predictions = [max(range(len(row)), key=row.__getitem__) for row in scores]
+    for multiplier, result in zip(grid, scored):
+        predictions = [max(range(len(row)), key=row.__getitem__) for row in result.scores]
         conditions.append(_condition(questions, multiplier, predictions))
     base = conditions[0]
     for condition in conditions[1:]:

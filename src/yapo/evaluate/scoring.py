@@ -77,8 +77,10 @@ class Throughput:
         }
 
 
-@dataclass
-class _Row:
+@dataclass(eq=False)
+class ChoiceRow:
+    """One (prompt, choice) pair as tokens; ``n_choice`` of the ids (at the end) are scored."""
+
     ids: list[int]
     n_choice: int
     prompt_index: int
@@ -118,11 +120,21 @@ def encode_pair(tokenizer: Any, prompt: str, choice: str) -> tuple[list[int], in
     return ids, n_choice
 
 
-def _supports_logits_to_keep(model: nn.Module) -> bool:
+def supports_logits_to_keep(model: nn.Module) -> bool:
     try:
         return "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
         return False
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name of a forward's key/value cache argument: ``cache`` in recent transformers,
+    ``past_key_values`` before (and a deprecated alias since)."""
+    try:
+        names = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return "past_key_values"
+    return "cache" if "cache" in names else "past_key_values"
 
 
 def steering(
@@ -136,14 +148,14 @@ def steering(
     return vector.apply(model, multiplier=multiplier, direction=direction)
 
 
-def _batches(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
+def row_batches(rows: list[ChoiceRow], batch_size: int) -> Iterator[list[ChoiceRow]]:
     order = sorted(rows, key=lambda r: len(r.ids), reverse=True)
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
 
 
-def _score_batch(
-    model: nn.Module, batch: list[_Row], pad_id: int, device: torch.device, keep_ok: bool
+def score_batch(
+    model: nn.Module, batch: list[ChoiceRow], pad_id: int, device: torch.device, keep_ok: bool
 ) -> Tensor:
     """Sum of choice-token log-probs for each row of one left-padded batch (float32)."""
     length = max(len(r.ids) for r in batch)
@@ -181,9 +193,9 @@ def _cacheable(cache: Any) -> bool:
     return cache is not None and callable(getattr(cache, "batch_select_indices", None))
 
 
-def _score_prompt_batch(
+def score_prompt_batch(
     model: nn.Module,
-    prompts: list[list[_Row]],
+    prompts: list[list[ChoiceRow]],
     pad_id: int,
     device: torch.device,
     keep_ok: bool,
@@ -209,7 +221,10 @@ def _score_prompt_batch(
     }
     if keep_ok:
         kwargs["logits_to_keep"] = 1
-    cache = model(**kwargs).past_key_values
+    out = model(**kwargs)
+    # ``cache`` in recent transformers (``past_key_values`` is a deprecated alias there).
+    fields = out.keys()
+    cache = out["cache"] if "cache" in fields else out.past_key_values
     if not _cacheable(cache):
         return None
     rows = [row for group in prompts for row in group]
@@ -227,8 +242,8 @@ def _score_prompt_batch(
         input_ids=tail_ids.to(device),
         attention_mask=torch.cat([prefix_mask[owner], tail_mask], dim=1).to(device),
         position_ids=(starts.unsqueeze(1) + torch.arange(length)).to(device),
-        past_key_values=cache,
         use_cache=True,
+        **{cache_argument(model): cache},
     ).logits
     log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     targets = tail_ids[:, 1:].to(log_probs.device)
@@ -238,14 +253,14 @@ def _score_prompt_batch(
     return [float(x) for x in (token_lp * mask).sum(-1).cpu().tolist()]
 
 
-def _prompt_batches(rows: list[_Row], batch_size: int) -> Iterator[list[list[_Row]]]:
+def prompt_batches(rows: list[ChoiceRow], batch_size: int) -> Iterator[list[list[ChoiceRow]]]:
     """Whole prompts (all their rows) per batch, at most ``batch_size`` rows unless one
     prompt alone has more; prompts of similar length together (less padding)."""
-    groups: dict[int, list[_Row]] = {}
+    groups: dict[int, list[ChoiceRow]] = {}
     for row in rows:
         groups.setdefault(row.prompt_index, []).append(row)
     order = sorted(groups.values(), key=lambda g: len(g[0].ids) - g[0].n_choice, reverse=True)
-    batch: list[list[_Row]] = []
+    batch: list[list[ChoiceRow]] = []
     size = 0
     for group in order:
         if batch and size + len(group) > batch_size:
@@ -255,6 +270,101 @@ def _prompt_batches(rows: list[_Row], batch_size: int) -> Iterator[list[list[_Ro
         size += len(group)
     if batch:
         yield batch
+
+
+def encode_rows(
+    tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+) -> list[ChoiceRow]:
+    """Every (prompt, choice) pair as token ids, checked (see :func:`encode_pair`)."""
+    if len(prompts) != len(choices):
+        raise YapoError(f"got {len(prompts)} prompts but {len(choices)} lists of choices")
+    rows: list[ChoiceRow] = []
+    for i, (prompt, options) in enumerate(zip(prompts, choices)):
+        if not options:
+            raise YapoError(f"prompt {i} has no choices to score")
+        for j, choice in enumerate(options):
+            ids, n_choice = encode_pair(tokenizer, prompt, choice)
+            rows.append(ChoiceRow(ids, n_choice, i, j))
+    return rows
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id padded positions get (masked out, so any id works; 0 without a pad token)."""
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    return int(pad_id) if pad_id is not None else 0
+
+
+def split_prefix_rows(
+    rows: list[ChoiceRow], prefix_cache: bool
+) -> tuple[list[ChoiceRow], list[ChoiceRow]]:
+    """(rows scored with the prompt prefix cached, rows scored whole).
+
+    A prompt of one token (BOS alone) leaves no prefix to cache.
+    """
+    if not prefix_cache:
+        return [], rows
+    cached = [r for r in rows if len(r.ids) - r.n_choice >= 2]
+    return cached, [r for r in rows if len(r.ids) - r.n_choice < 2]
+
+
+def score_rows(
+    model: nn.Module,
+    rows: list[ChoiceRow],
+    pad_id: int,
+    *,
+    vector: SteeringVector | None = None,
+    multiplier: float = 0.0,
+    direction: int = 1,
+    batch_size: int = 16,
+    prefix_cache: bool = True,
+) -> tuple[dict[int, float], Throughput]:
+    """Summed choice log-probs of encoded rows under one condition: ``{id(row): sum}``.
+
+    This is the straightforward path: the whole model (steered by hooks) per condition.
+    """
+    sums: dict[int, float] = {}
+    stats = Throughput()
+    if not rows:
+        return sums, stats
+    device = input_device(model)
+    keep_ok = supports_logits_to_keep(model)
+    start = time.perf_counter()
+    with steering(model, vector, multiplier, direction), torch.no_grad():
+        cached, whole_rows = split_prefix_rows(rows, prefix_cache)
+        for groups in _progress(list(prompt_batches(cached, batch_size))):
+            values = score_prompt_batch(model, groups, pad_id, device, keep_ok)
+            batch = [row for group in groups for row in group]
+            if values is None:  # this model's cache cannot be gathered by row
+                whole_rows = rows
+                break
+            for row, value in zip(batch, values):
+                sums[id(row)] = value
+            stats.forward_passes += 2
+            stats.sequences += len(batch)
+            stats.tokens += sum(len(g[0].ids) - g[0].n_choice - 1 for g in groups)
+            stats.tokens += sum(r.n_choice + 1 for r in batch)
+        for batch in _progress(list(row_batches(whole_rows, batch_size))):
+            for row, value in zip(batch, score_batch(model, batch, pad_id, device, keep_ok)):
+                sums[id(row)] = float(value)
+            stats.forward_passes += 1
+            stats.sequences += len(batch)
+            stats.tokens += sum(len(r.ids) for r in batch)
+    stats.seconds = time.perf_counter() - start
+    return sums, stats
+
+
+def rows_to_scores(
+    rows: list[ChoiceRow],
+    sums: dict[int, float],
+    choices: Sequence[Sequence[str]],
+    normalize: bool,
+) -> list[list[float]]:
+    """``scores[i][j]`` from per-row sums (divided by the choice's length with ``normalize``)."""
+    scores: list[list[float]] = [[0.0] * len(options) for options in choices]
+    for row in rows:
+        total = sums[id(row)]
+        scores[row.prompt_index][row.choice_index] = total / row.n_choice if normalize else total
+    return scores
 
 
 def score_choices_with_stats(
@@ -271,56 +381,22 @@ def score_choices_with_stats(
     prefix_cache: bool = True,
 ) -> tuple[list[list[float]], Throughput]:
     """:func:`score_choices` plus what it cost (sequences, tokens actually run, seconds)."""
-    if len(prompts) != len(choices):
-        raise YapoError(f"got {len(prompts)} prompts but {len(choices)} lists of choices")
+    rows = encode_rows(tokenizer, prompts, choices)
     if batch_size < 1:
         raise YapoError(f"batch_size must be at least 1, got {batch_size}")
-    rows: list[_Row] = []
-    for i, (prompt, options) in enumerate(zip(prompts, choices)):
-        if not options:
-            raise YapoError(f"prompt {i} has no choices to score")
-        for j, choice in enumerate(options):
-            ids, n_choice = encode_pair(tokenizer, prompt, choice)
-            rows.append(_Row(ids, n_choice, i, j))
-    scores: list[list[float]] = [[0.0] * len(options) for options in choices]
-    stats = Throughput()
-    if not rows:
-        return scores, stats
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    pad_id = int(pad_id) if pad_id is not None else 0
-    device = input_device(model)
-    keep_ok = _supports_logits_to_keep(model)
-    start = time.perf_counter()
-
-    def record(row: _Row, total: float) -> None:
-        scores[row.prompt_index][row.choice_index] = total / row.n_choice if normalize else total
-
-    with steering(model, vector, multiplier, direction), torch.no_grad():
-        whole_rows = rows
-        if prefix_cache:
-            # A prompt of one token (BOS alone) leaves no prefix to cache.
-            cached = [r for r in rows if len(r.ids) - r.n_choice >= 2]
-            whole_rows = [r for r in rows if len(r.ids) - r.n_choice < 2]
-            for groups in _progress(list(_prompt_batches(cached, batch_size))):
-                sums = _score_prompt_batch(model, groups, pad_id, device, keep_ok)
-                batch = [row for group in groups for row in group]
-                if sums is None:  # this model's cache cannot be gathered by row
-                    whole_rows = rows
-                    break
-                for row, value in zip(batch, sums):
-                    record(row, value)
-                stats.forward_passes += 2
-                stats.sequences += len(batch)
-                stats.tokens += sum(len(g[0].ids) - g[0].n_choice - 1 for g in groups)
-                stats.tokens += sum(r.n_choice + 1 for r in batch)
-        for batch in _progress(list(_batches(whole_rows, batch_size))):
-            for row, value in zip(batch, _score_batch(model, batch, pad_id, device, keep_ok)):
-                record(row, float(value))
-            stats.forward_passes += 1
-            stats.sequences += len(batch)
-            stats.tokens += sum(len(r.ids) for r in batch)
-    stats.seconds = time.perf_counter() - start
-    return scores, stats
+    if direction not in (-1, 1):
+        raise YapoError(f"direction must be +1 or -1, got {direction!r}")
+    sums, stats = score_rows(
+        model,
+        rows,
+        pad_token_id(tokenizer),
+        vector=vector,
+        multiplier=multiplier,
+        direction=direction,
+        batch_size=batch_size,
+        prefix_cache=prefix_cache,
+    )
+    return rows_to_scores(rows, sums, choices, normalize), stats
 
 
 def score_choices(

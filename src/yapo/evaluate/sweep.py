@@ -2,7 +2,9 @@
 
 For each vector and each λ the MCQs are answered with ``vector.apply(model, λ,
 direction)``; λ = 0 is the unsteered model, evaluated once and shared by every method
-(it is the same model). Negative λ steers away from the behaviour. Written outputs:
+(it is the same model). Negative λ steers away from the behaviour. In ``loglik`` mode
+all points are scored together, sharing the blocks below each vector's layer
+(:mod:`yapo.evaluate.conditions`). Written outputs:
 ``sweep.json`` (every point with its per-country/language/overall metrics and
 intervals), ``sweep.md`` (overall values per method and λ) and ``sweep.png``
 (accuracy and RCA vs λ, one line per method, with interval bands).
@@ -11,6 +13,7 @@ intervals), ``sweep.md`` (overall values per method and λ) and ``sweep.png``
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +26,9 @@ from yapo._version import __version__
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
 from yapo.evaluate.benchmark import Condition, MetricOptions
-from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq
+from yapo.evaluate.conditions import Steer
+from yapo.evaluate.fluency import Fluency
+from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq, run_mcq_conditions
 from yapo.evaluate.metrics import MetricsSummary
 from yapo.vectors.base import SteeringVector
 
@@ -42,12 +47,15 @@ def parse_multipliers(text: str) -> list[float]:
         if not part:
             continue
         try:
-            values.append(float(part))
+            value = float(part)
         except ValueError:
             raise YapoError(
                 f"cannot read {part!r} as a multiplier; give numbers separated by commas, "
                 "e.g. --multipliers -2,-1,0,1,2"
             ) from None
+        if not math.isfinite(value):  # nan, inf, and 1e400 (which float() makes inf)
+            raise YapoError(f"multiplier {part!r} is not a finite number")
+        values.append(value)
     if not values:
         raise YapoError("give at least one multiplier, e.g. --multipliers -2,-1,0,1,2")
     return sorted(set(values))
@@ -59,15 +67,23 @@ class SweepPoint:
     metrics: MetricsSummary
     unparseable: int
     throughput: dict[str, float]
+    fluency: Fluency | None = None  # filled by λ selection (yapo.evaluate.selection)
+    admissible: bool = True
+    excluded_because: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "multiplier": self.multiplier,
             "overall": {k: v.to_json() for k, v in self.metrics.overall.metrics.items()},
             "unparseable": self.unparseable,
             "throughput": self.throughput,
             "metrics": self.metrics.to_json(),
         }
+        if self.fluency is not None:
+            data["fluency"] = self.fluency.to_json()
+            data["admissible"] = self.admissible
+            data["excluded_because"] = self.excluded_because
+        return data
 
 
 @dataclass
@@ -77,6 +93,7 @@ class SweepResult:
     methods: dict[str, list[SweepPoint]]
     conditions: dict[str, dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, dict[str, Any]] | None = None  # name -> the chosen λ
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +108,7 @@ class SweepResult:
                 }
                 for name, points in self.methods.items()
             },
+            **({"selection": self.selection} if self.selection is not None else {}),
         }
 
 
@@ -120,6 +138,18 @@ def run_sweep(
         vector.check_fits(model)
     grid = sorted({float(m) for m in multipliers})
     baseline: McqRun | None = None
+    # Log-likelihood MCQs: every (vector, λ) at once, sharing the blocks below the vectors.
+    shared: dict[tuple[str, float], McqRun] = {}
+    if mcq_config.mode == "loglik":
+        points_wanted = [(name, vector, m) for name, vector, _ in vectors for m in grid]
+        runs = run_mcq_conditions(
+            model,
+            tokenizer,
+            items,
+            [Steer(vector, m, direction) for _, vector, m in points_wanted],
+            mcq_config,
+        )
+        shared = {(name, m): run for (name, _, m), run in zip(points_wanted, runs)}
     methods: dict[str, list[SweepPoint]] = {}
     conditions: dict[str, dict[str, Any]] = {}
     for name, vector, source in vectors:
@@ -127,7 +157,9 @@ def run_sweep(
         conditions[name].pop("multiplier")
         points = []
         for multiplier in grid:
-            if multiplier == 0.0 and baseline is not None:
+            if (name, multiplier) in shared:
+                run = shared[(name, multiplier)]
+            elif multiplier == 0.0 and baseline is not None:
                 run = baseline
             else:
                 run = run_mcq(
@@ -169,9 +201,12 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
     lines = [
         f"### Multiplier sweep ({sweep.get('model', '?')})",
         "",
-        "| Method | λ | Acc loc (%) | Acc non-loc (%) | Acc mixed (%) | RCA (%) | PNLG | unparseable |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| Method | λ | Acc loc (%) | Acc non-loc (%) | Acc mixed (%) | RCA (%) | PNLG | unparseable |"
+        + (" NLL/token | repetition | chosen |" if "selection" in sweep else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"
+        + (" --- | --- | --- |" if "selection" in sweep else ""),
     ]
+    selection = sweep.get("selection") or {}
 
     def pct(cell: dict[str, Any]) -> str:
         value = cell.get("value")
@@ -185,9 +220,23 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
                 f"| {name} | {point['multiplier']:g} | {pct(overall['localized'])} | "
                 f"{pct(overall['nonlocalized'])} | {pct(overall['mixed'])} | "
                 f"{pct(overall['rca'])} | {'–' if pnlg is None else f'{pnlg:.3f}'} | "
-                f"{point['unparseable']} |"
+                f"{point['unparseable']} |" + _selection_cells(point, selection.get(name))
             )
     return "\n".join(lines) + "\n"
+
+
+def _selection_cells(point: dict[str, Any], chosen: dict[str, Any] | None) -> str:
+    """Fluency and choice columns of a λ-selection sweep (empty for a plain sweep)."""
+    if chosen is None:
+        return ""
+    fluency = point.get("fluency")
+    nll = "–" if fluency is None else f"{fluency['nll']:.2f}"
+    repetition = "–" if fluency is None else f"{fluency['repetition']:.2f}"
+    if point["multiplier"] == chosen["multiplier"]:
+        mark = "**chosen**" if chosen.get("admissible", True) else "chosen (none admissible)"
+    else:
+        mark = point.get("excluded_because") or ""
+    return f" {nll} | {repetition} | {mark} |"
 
 
 def write_sweep(result: SweepResult, out: str | Path) -> Path:

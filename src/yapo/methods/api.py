@@ -33,7 +33,7 @@ from yapo.methods.preference import (
     TrainResult,
     model_device,
 )
-from yapo.methods.runs import RunFolder
+from yapo.methods.runs import DATA_DIGEST, EVAL_DATA_DIGEST, RunFolder, pairs_digest
 from yapo.methods.sas import train_sas
 from yapo.methods.steering import DenseSteering, SparseSteering, Steering
 from yapo.models.layers import hidden_size, resolve_layer
@@ -161,6 +161,11 @@ def train(
         lm = model
     assert isinstance(lm, nn.Module)
     name = model if isinstance(model, str) else model_name(lm)  # type: ignore[arg-type]
+    if sae is not None and method not in SPARSE_METHODS:  # silently ignoring it misleads
+        raise YapoError(
+            f"--sae / sae= is meaningless for {method}: it learns a dense vector in the "
+            "residual stream (only yapo and sas use an SAE); drop it and pick --layer"
+        )
     the_sae = _resolve_sae(sae, name, lm) if method in SPARSE_METHODS else None
     the_layer = _resolve_layer(layer, the_sae, lm)
 
@@ -193,6 +198,8 @@ def train(
         "chat": chat,
         "train_pairs": len(tokenized),
         "eval_pairs": len(tokenized_eval),
+        DATA_DIGEST: pairs_digest(pairs),
+        EVAL_DATA_DIGEST: pairs_digest(eval_pairs),
     }
     if method in ("caa", "sas"):
         run_settings.update(position=position)
@@ -252,7 +259,11 @@ def train(
         callbacks=callbacks,
         progress=progress,
     )
-    return trainer.train(resume=resuming)
+    try:
+        return trainer.train(resume=resuming)
+    finally:
+        if run is not None:
+            run.release()  # the folder's lock (yapo._lock): the run is over
 
 
 def _tokenize(
@@ -331,4 +342,5 @@ def _contrastive(
             vector.save(run.vector_path)
             run.update_config(finished=True, steps=0)
         processes.barrier()
+        run.release()
     return TrainResult(vector, [record], path, 0)

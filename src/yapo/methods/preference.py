@@ -8,7 +8,9 @@ rejected ``y_l``),
 
 where ``h'`` is the steered layer-``L`` stream (``u = d·λ·v``), log π is summed over
 response tokens, and only ``v`` (initialised at zero) is trained, with AdamW, a
-warm-up + cosine schedule and gradient clipping.
+warm-up + cosine schedule and gradient clipping. ``objective="reps"`` trains the same
+vector with RePS instead (reference-free, a steering and a null term every step; see
+:mod:`yapo.methods.objectives`); everything below holds for both objectives.
 
 Fast by design, with the same numbers as the straightforward way (``cache=False``):
 the layer-``L`` states, the reference log-probs and (YaPO) the SAE codes of every
@@ -30,15 +32,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from yapo._finite import finite_problem
 from yapo.errors import YapoError
 from yapo.hooks import add_to_layer
 from yapo.methods.batches import Batch, SequenceCache, SparseCode, TokenizedPair, collate
 from yapo.methods.distributed import Processes
+from yapo.methods.early_stopping import BestTracker
 from yapo.methods.logprobs import ResponseIndex, check_split_exact, full_logprobs, split_logprobs
+from yapo.methods.objectives import (
+    DEFAULT_REPS_FACTORS,
+    OBJECTIVES,
+    RepsTerms,
+    reps_factor,
+    reps_loss,
+)
+from yapo.methods.objectives import preference_loss as preference_loss  # re-exported
 from yapo.methods.runs import RunFolder
+from yapo.methods.scale import ScaleMeter, StepSize, check_scale, response_rows
 from yapo.methods.state import capture, restore
 from yapo.methods.steering import SparseSteering, Steering
 from yapo.methods.upper import LayerSplit
@@ -54,21 +66,38 @@ class TrainingDiverged(YapoError):
 
 @dataclass
 class PreferenceConfig:
-    """Every setting of the preference trainer (defaults: the paper's)."""
+    """Every setting of the preference trainer.
+
+    The step size is *relative* (see :mod:`yapo.methods.scale`): the AdamW rate is
+    ``learning_rate × scale``, where ``scale`` is measured on the training data (the RMS
+    of what ``v`` is added to) unless ``lr_scale`` gives it; ``lr_scale=1`` makes
+    ``learning_rate`` and ``weight_decay`` absolute, as in the paper (5e-4, decay 0 —
+    the authors' scripts declare 0.05 but never pass it to their trainer). Warm-up is a
+    fraction of the run's steps unless ``warmup_steps`` is given (the paper's 100 is
+    longer than a whole small run). With evaluation pairs the run keeps the vector of
+    the best evaluation loss (``keep_best``) and can stop early after
+    ``early_stopping_patience`` evaluations without improvement.
+    """
 
     beta: float = 0.1
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.05
+    learning_rate: float = 0.01  # relative to the measured scale (absolute with lr_scale=1)
+    lr_scale: float | None = None  # None: measure it on the training data
+    weight_decay: float = 0.0  # relative too: holds |v_i| near scale / weight_decay
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: warmup_fraction of the run's steps
+    warmup_fraction: float = 0.1
     schedule: str = "cosine"
+    early_stopping_patience: int | None = None  # evaluations without improvement
+    keep_best: bool = True  # with evaluation pairs: the final vector is the best one
     max_grad_norm: float | None = 1.0
     batch_size: int = 4
     epochs: int = 20
     seed: int = 0
     multiplier: float = 1.0  # λ during training
     bidirectional: bool = True  # False: d = +1 at every step
+    objective: str = "bipo"  # "reps": RePS's reference-free loss (yapo.methods.objectives)
+    reps_factors: tuple[float, ...] = DEFAULT_REPS_FACTORS  # RePS: α drawn per step, × λ
     max_prompt_length: int = 512
     cache: bool = True  # False: the straightforward path (full forward every step)
     max_steps: int | None = None
@@ -80,6 +109,7 @@ class PreferenceConfig:
 
     def __post_init__(self) -> None:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+        self.reps_factors = tuple(float(f) for f in self.reps_factors)
 
     def validate(self) -> None:
         problems = []
@@ -87,12 +117,22 @@ class PreferenceConfig:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if not self.learning_rate > 0:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.beta > 0:
             problems.append(f"beta must be > 0, got {self.beta}")
-        if self.warmup_steps < 0:
+        if self.warmup_steps is not None and self.warmup_steps < 0:
             problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.lr_scale is not None and not (math.isfinite(self.lr_scale) and self.lr_scale > 0):
+            problems.append(f"lr_scale must be a positive number, got {self.lr_scale}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            problems.append(
+                f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}"
+            )
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -101,12 +141,17 @@ class PreferenceConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1, got {value}")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {', '.join(OBJECTIVES)}")
+        if not self.reps_factors or not all(math.isfinite(f) and f > 0 for f in self.reps_factors):
+            problems.append(f"reps_factors must be positive numbers, got {self.reps_factors}")
         if problems:
             raise YapoError("invalid training settings: " + "; ".join(problems))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["adam_betas"] = list(self.adam_betas)
+        data["reps_factors"] = list(self.reps_factors)
         return data
 
     @classmethod
@@ -137,20 +182,6 @@ def direction_for(seed: int, step: int, bidirectional: bool = True) -> int:
 def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
     """The shuffled pair order of one epoch (a function of the seed and the epoch only)."""
     return [int(i) for i in np.random.default_rng([seed, 1_000_003, epoch]).permutation(n)]
-
-
-def preference_loss(
-    policy: Tensor, reference: Tensor, direction: int, beta: float
-) -> tuple[Tensor, Tensor]:
-    """Per-pair losses and margins for ``2B`` rows (chosen first, then rejected).
-
-    margin = (r_w - r_l) with r = log π(y|h') - log π(y|h); loss = -log σ(d·β·margin).
-    """
-    rewards = policy - reference
-    half = rewards.shape[0] // 2
-    margins = rewards[:half] - rewards[half:]
-    losses = -F.logsigmoid(float(direction) * beta * margins)
-    return losses, margins
 
 
 @contextlib.contextmanager
@@ -213,6 +244,7 @@ class PreferenceTrainer:
         self.train_cache = SequenceCache()
         self.eval_cache = SequenceCache()
         self.split_difference: float | None = None
+        self.best = BestTracker(config.early_stopping_patience)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -253,22 +285,66 @@ class PreferenceTrainer:
                 if isinstance(self.steering, SparseSteering):
                     cache.codes[key] = SparseCode(*self.steering.encode_sparse(seq_states))
 
+    @torch.no_grad()
+    def measure_step_size(self) -> StepSize:
+        """The run's effective AdamW rate and decay (see :mod:`yapo.methods.scale`).
+
+        The scale is the RMS of what ``v`` is added to, over the response positions of
+        every training sequence, batched as the cache is filled so that the cached and
+        straightforward paths measure exactly the same number.
+        """
+        cfg = self.config
+        if cfg.lr_scale is not None:
+            return StepSize(cfg.learning_rate, cfg.weight_decay, cfg.lr_scale, measured=False)
+        meter = ScaleMeter()
+        size = cfg.cache_batch_size
+        for start in range(0, len(self.train_pairs), size):
+            ids = list(range(start, min(start + size, len(self.train_pairs))))
+            batch = collate([self.train_pairs[i] for i in ids], ids, self.pad_token_id)
+            batch = batch.to(self.device)
+            if cfg.cache:
+                states = self.train_cache.padded_states(batch, self.device)
+            else:
+                states = self.split.lower(batch.input_ids, batch.attention_mask)
+            meter.add(self.steering.scale_values(response_rows(states, batch.response_mask)))
+        what = "the SAE codes" if self.steering.needs_codes else "the layer-L states"
+        scale = check_scale(meter.rms, what)
+        return StepSize(cfg.learning_rate, cfg.weight_decay, scale, measured=True)
+
+    @property
+    def warmup_steps(self) -> int:
+        if self.config.warmup_steps is not None:
+            return self.config.warmup_steps
+        return round(self.config.warmup_fraction * self.total_steps)
+
     # ------------------------------------------------------------ log-probs
-    def policy_logprobs(self, batch: Batch, cache: SequenceCache, direction: int) -> Tensor:
-        """Steered response log-probs of the batch's rows (with gradient to ``v``)."""
+    def policy_logprobs(
+        self, batch: Batch, cache: SequenceCache, direction: float, null: bool = False
+    ) -> Tensor:
+        """Steered response log-probs of the batch's rows (with gradient to ``v``).
+
+        ``direction`` is ``d`` (BiPO) or RePS's factor ``α``; with ``null`` the stream
+        goes through RePS's null intervention instead (and ``direction`` is unused).
+        """
+        steering = self.steering
         if not self.config.cache:
-            with add_to_layer(
-                self.model, self.layer, lambda h: self.steering.hook_delta(h, direction)
-            ):
+
+            def delta(h: Tensor) -> Tensor:
+                return steering.null_hook_delta(h) if null else steering.hook_delta(h, direction)
+
+            with add_to_layer(self.model, self.layer, delta):
                 return full_logprobs(
                     self.model, batch.input_ids, batch.attention_mask, batch.response_mask
                 )
         states = cache.padded_states(batch, self.device)
         codes = None
-        if self.steering.needs_codes:
-            assert isinstance(self.steering, SparseSteering)
-            codes = cache.batch_codes(batch, self.steering.sae.d_sae, self.device)
-        steered = states + self.steering.fast_delta(states, codes, direction)
+        if steering.needs_codes:
+            assert isinstance(steering, SparseSteering)
+            codes = cache.batch_codes(batch, steering.sae.d_sae, self.device)
+        if null:
+            steered = states + steering.null_fast_delta(states, codes)
+        else:
+            steered = states + steering.fast_delta(states, codes, direction)
         index = ResponseIndex.build(batch.input_ids, batch.response_mask)
         return split_logprobs(self.split, steered, batch.attention_mask, index)
 
@@ -281,17 +357,42 @@ class PreferenceTrainer:
             ).float()
 
     def pair_losses(
-        self, pairs: Sequence[TokenizedPair], ids: list[int], cache: SequenceCache, direction: int
+        self,
+        pairs: Sequence[TokenizedPair],
+        ids: list[int],
+        cache: SequenceCache,
+        direction: int,
+        step: int = 0,
     ) -> tuple[Tensor, Tensor]:
+        """Per-pair losses and margins of the configured objective.
+
+        BiPO: the DPO loss at ``d = direction`` and its margin. RePS: both of its terms
+        (``direction`` is unused; the factor ``α`` is drawn from ``step``) and ``Δ⁺``.
+        """
         batch = collate([pairs[i] for i in ids], ids, self.pad_token_id).to(self.device)
+        cfg = self.config
+        if cfg.objective == "reps":
+            terms = self.reps_terms(batch, cache, reps_factor(cfg.seed, step, cfg.reps_factors))
+            return terms.losses, terms.steer_margin
         policy = self.policy_logprobs(batch, cache, direction)
         reference = self.reference_logprobs(batch, cache)
-        return preference_loss(policy.float(), reference, direction, self.config.beta)
+        return preference_loss(policy.float(), reference, direction, cfg.beta)
+
+    def reps_terms(self, batch: Batch, cache: SequenceCache, factor: float) -> RepsTerms:
+        """RePS's two terms for a batch: steered at ``α = factor`` (so ``u = α·λ·v``) and
+        through the null intervention; β± come from the cached unsteered log-probs."""
+        steered = self.policy_logprobs(batch, cache, factor)
+        nulled = self.policy_logprobs(batch, cache, 1.0, null=True)
+        reference = self.reference_logprobs(batch, cache)
+        lengths = batch.response_mask.sum(dim=1)
+        return reps_loss(steered.float(), nulled.float(), reference, lengths)
 
     # ------------------------------------------------------------------- eval
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss and reward accuracy (d·margin > 0) on the evaluation pairs, for d = +1 and -1."""
+        if self.config.objective == "reps":
+            return self._evaluate_reps()
         out: dict[str, float] = {}
         n = len(self.eval_pairs)
         size = self.config.eval_batch_size
@@ -313,22 +414,60 @@ class PreferenceTrainer:
         out["eval_loss"] = (out["eval_loss_d+1"] + out["eval_loss_d-1"]) / 2
         return out
 
+    def _evaluate_reps(self) -> dict[str, float]:
+        """RePS on the evaluation pairs: its steering term averaged over every factor (the
+        exact expectation of the per-step draw) under the ``d+1`` keys, its null term
+        under ``d-1``, and ``eval_loss`` their mean (= the training objective); accuracy
+        is the fraction of ``Δ > 0``. Same keys as BiPO, so plots and early stopping
+        read both objectives alike."""
+        factors = self.config.reps_factors
+        n = len(self.eval_pairs)
+        size = self.config.eval_batch_size
+        totals = torch.zeros(5, dtype=torch.float64, device=self.device)
+        for start in range(0, n, size):
+            ids = self.processes.share(list(range(start, min(start + size, n))))
+            if not ids:
+                continue
+            batch = collate([self.eval_pairs[i] for i in ids], ids, self.pad_token_id)
+            batch = batch.to(self.device)
+            reference = self.reference_logprobs(batch, self.eval_cache)
+            nulled = self.policy_logprobs(batch, self.eval_cache, 1.0, null=True).float()
+            lengths = batch.response_mask.sum(dim=1)
+            for factor in factors:
+                steered = self.policy_logprobs(batch, self.eval_cache, factor).float()
+                terms = reps_loss(steered, nulled, reference, lengths)
+                totals[0] += terms.steer_loss.sum().double() / len(factors)
+                totals[1] += (terms.steer_margin > 0).sum().double() / len(factors)
+            totals[2] += terms.null_loss.sum().double()
+            totals[3] += (terms.null_margin > 0).sum().double()
+            totals[4] += len(ids)
+        self.processes.sum(totals)
+        count = max(float(totals[4]), 1.0)
+        out = {
+            "eval_loss_d+1": float(totals[0]) / count,
+            "eval_reward_accuracy_d+1": float(totals[1]) / count,
+            "eval_loss_d-1": float(totals[2]) / count,
+            "eval_reward_accuracy_d-1": float(totals[3]) / count,
+        }
+        out["eval_loss"] = (out["eval_loss_d+1"] + out["eval_loss_d-1"]) / 2
+        return out
+
     # ------------------------------------------------------------------ train
-    def make_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+    def make_optimizer(self, step_size: StepSize) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
 
         cfg = self.config
         optimizer = torch.optim.AdamW(
             [self.steering.vector],
-            lr=cfg.learning_rate,
+            lr=step_size.learning_rate,
             betas=cfg.adam_betas,
             eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
+            weight_decay=step_size.weight_decay,
         )
         scheduler = get_scheduler(
             cfg.schedule,
             optimizer,
-            num_warmup_steps=cfg.warmup_steps,
+            num_warmup_steps=self.warmup_steps,
             num_training_steps=self.total_steps,
         )
         return optimizer, scheduler
@@ -343,11 +482,14 @@ class PreferenceTrainer:
         local = self.processes.share(ids)
         stats = torch.zeros(4, dtype=torch.float64, device=self.device)
         if local:
-            losses, margins = self.pair_losses(self.train_pairs, local, self.train_cache, direction)
+            losses, margins = self.pair_losses(
+                self.train_pairs, local, self.train_cache, direction, step
+            )
             loss: Tensor = losses.sum() / len(ids)
             loss.backward()  # type: ignore[no-untyped-call]
             stats[0] = losses.detach().sum().double()
-            stats[1] = (direction * margins.detach() > 0).sum().double()
+            sign = 1 if self.config.objective == "reps" else direction  # RePS: Δ⁺ > 0
+            stats[1] = (sign * margins.detach() > 0).sum().double()
             stats[2] = margins.detach().sum().double()
         stats[3] = len(local)
         if vector.grad is None:
@@ -362,7 +504,8 @@ class PreferenceTrainer:
         }
 
     def _diverged(self, step: int, epoch: int, direction: int, what: str) -> TrainingDiverged:
-        last = self.run.checkpoints()[-1][1] if self.run and self.run.checkpoints() else None
+        good = self.run.last_good_checkpoint(warn=False) if self.run else None
+        last = good[0] if good else None
         where = (
             f"the last good checkpoint is {last} (continue from it with --resume after "
             "changing nothing, or start again with a lower --lr / --multiplier)"
@@ -384,14 +527,20 @@ class PreferenceTrainer:
                 self.fill_cache(self.train_pairs, self.train_cache, "train")
                 if self.eval_pairs:
                     self.fill_cache(self.eval_pairs, self.eval_cache, "eval")
-            optimizer, scheduler = self.make_optimizer()
+            step_size = self.measure_step_size()
+            if self.run is not None and self.processes.main:
+                self.run.update_config(
+                    step_size={**step_size.to_json(), "warmup_steps": self.warmup_steps}
+                )
+            optimizer, scheduler = self.make_optimizer(step_size)
             step = 0
             records: list[dict[str, Any]] = []
             if resume and self.run is not None:
-                found = self.run.checkpoints()
+                found = self.run.last_good_checkpoint()  # skips broken ones, with a warning
                 if found:
-                    checkpoint = self.run.load_checkpoint(found[-1][1])
+                    checkpoint = found[1]
                     restore(checkpoint, self.steering.vector, optimizer, scheduler)
+                    self.best.load(checkpoint.tensors, checkpoint.info)
                     step = checkpoint.step
                 records = self.run.truncate_metrics(step)
             bar = tqdm(
@@ -402,7 +551,7 @@ class PreferenceTrainer:
                 dynamic_ncols=True,
             )
             try:
-                while step < self.total_steps:
+                while step < self.total_steps and not self.best.should_stop:
                     step, new = self._one_step(step, optimizer, scheduler)
                     records.extend(new)
                     bar.update(1)
@@ -411,6 +560,9 @@ class PreferenceTrainer:
                         callback(new[0])
             finally:
                 bar.close()
+            if cfg.keep_best and self.best.best_vector is not None:
+                with torch.no_grad():
+                    self.steering.vector.copy_(self.best.best_vector)
             vector = self.current_vector()
             run_path = None
             if self.run is not None:
@@ -418,7 +570,7 @@ class PreferenceTrainer:
                 if self.processes.main:
                     vector.save(self.run.vector_path)
                     self.run.plot(records, f"{self.method} — layer {self.layer}")
-                    self.run.update_config(finished=True, steps=step)
+                    self.run.update_config(finished=True, steps=step, **self.best.to_json())
                 self.processes.barrier()
         return TrainResult(vector, records, run_path, step)
 
@@ -444,7 +596,11 @@ class PreferenceTrainer:
         else:
             grad_norm = float(vector.grad.norm())
         lr = float(scheduler.get_last_lr()[0])
+        if not math.isfinite(grad_norm):  # finite entries, overflowing norm: clipping gives 0
+            raise self._diverged(step, epoch, direction, "gradient norm")
         optimizer.step()
+        if finite_problem(vector) is not None:
+            raise self._diverged(step, epoch, direction, "vector (or its norm)")
         scheduler.step()
         seconds = time.perf_counter() - started
         record: dict[str, Any] = {
@@ -470,10 +626,15 @@ class PreferenceTrainer:
         last = step == self.total_steps
         eval_due = epoch_end or last or (cfg.eval_every is not None and step % cfg.eval_every == 0)
         if self.eval_pairs and eval_due:
-            evaluation = {"kind": "eval", "step": step, "epoch": epoch + 1, **self.evaluate()}
+            losses = self.evaluate()
+            self.best.update(step, losses["eval_loss"], vector)
+            evaluation: dict[str, Any] = {"kind": "eval", "step": step, "epoch": epoch + 1}
+            evaluation.update(losses)
+            evaluation["best_step"] = self.best.best_step
             new.append(evaluation)
             if self.run is not None:
                 self.run.append(evaluation)
+        last = last or self.best.should_stop
         if self.run is not None:
             self._maybe_checkpoint(step, epoch, epoch_end, last, optimizer, scheduler)
         return step, new
@@ -493,7 +654,11 @@ class PreferenceTrainer:
             return
         name = f"epoch-{epoch + 1:04d}" if epoch_end else f"step-{step:07d}"
         if self.processes.main:
-            state = capture(step, self.steering.vector, optimizer, scheduler, {"epoch": epoch + 1})
+            tensors, info = self.best.state()
+            state = capture(
+                step, self.steering.vector, optimizer, scheduler, {"epoch": epoch + 1, **info}
+            )
+            state.tensors.update(tensors)
             folder = self.run.save_checkpoint(name, state, self.current_vector())
             self.run.remove_step_checkpoints(keep=folder)
         self.processes.barrier()

@@ -14,13 +14,33 @@ Layout of a run folder ``DIR``::
 Everything is written atomically (``yapo._io``), so a run killed at any moment leaves
 either the previous or the new version of each file. Checkpoints hold no pickle:
 tensors go to safetensors, everything else to JSON.
+
+Nothing silently wrong (docs/reliability.md):
+
+* the folder is locked (``DIR/.yapo.lock``, :mod:`yapo._lock`) from :meth:`RunFolder.start`
+  until the run object is released or its process ends, so two processes never write
+  into one run;
+* a folder "holds a run" when it has *any* run artefact (config, metrics, checkpoints,
+  vector, plot), not only ``config.json``; a file or a symbolic link where the run
+  folder or one of its artefacts should be is refused before training starts;
+* ``--resume`` compares a hash of the data (prompt, chosen and rejected of every pair,
+  :func:`pairs_digest`) with the one the run started with;
+* a checkpoint with a NaN/infinite tensor is never written, and on reading
+  :meth:`RunFolder.last_good_checkpoint` skips unreadable or non-finite ones (with a
+  warning), so "the last good checkpoint" is good;
+* the leftovers of saves interrupted by a kill (``.NAME.*.tmp``, ``.NAME.old``) are
+  cleaned when the folder is opened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +48,20 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from yapo._io import append_jsonl, atomic_dir, atomic_path, write_json, write_text
+from yapo._finite import finite_problem
+from yapo._io import (
+    append_jsonl,
+    atomic_dir,
+    atomic_path,
+    recover_leftovers,
+    write_json,
+    write_text,
+)
+from yapo._lock import FolderLock
 from yapo.errors import YapoError
 from yapo.vectors.base import SteeringVector
+
+logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -39,6 +70,23 @@ VECTOR = "vector"
 PLOT = "loss.png"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_INFO = "trainer_state.json"
+ARTEFACTS = (CONFIG, METRICS, CHECKPOINTS, VECTOR, PLOT)
+DATA_DIGEST = "data_sha256"
+EVAL_DATA_DIGEST = "eval_data_sha256"
+
+
+def pairs_digest(pairs: Iterable[Any]) -> str:
+    """SHA-256 of the prompt, chosen and rejected text of every pair, in order.
+
+    What ``--resume`` compares: a run continues only on exactly the data it started
+    with (swapping chosen and rejected, editing one prompt or reordering changes it).
+    """
+    digest = hashlib.sha256()
+    for pair in pairs:
+        fields = [pair.prompt, pair.chosen, pair.rejected]
+        digest.update(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -59,6 +107,8 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike[str], writer: bool = True) -> None:
         self.path = Path(path)
         self.writer = writer
+        self.lock = FolderLock(self.path)
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -84,24 +134,45 @@ class RunFolder:
     def start(self, config: dict[str, Any], resume: bool, overwrite: bool = False) -> bool:
         """Prepare the folder; return True when an earlier run is being continued.
 
-        A folder that already holds a run is refused unless ``resume`` (the settings
-        must then match) or ``overwrite`` (it is cleared first).
+        The folder is locked first (a second process gets :class:`yapo._lock.RunLocked`).
+        A folder that already holds (any part of) a run is refused unless ``resume``
+        (the settings and the data must then match) or ``overwrite`` (it is cleared).
         """
-        exists = self.config_path.is_file()
-        if exists and overwrite and not resume:
+        self._check_paths()
+        if not self.writer:
+            return self._start(config, resume, overwrite)
+        self.acquire()
+        try:
+            for done in recover_leftovers(self.path) + recover_leftovers(self.checkpoints_path):
+                logger.info("%s", done)
+            return self._start(config, resume, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, config: dict[str, Any], resume: bool, overwrite: bool) -> bool:
+        present = self.artefacts()
+        if present and overwrite and not resume:
             if self.writer:
                 for name in (CONFIG, METRICS, PLOT):
                     (self.path / name).unlink(missing_ok=True)
                 for name in (CHECKPOINTS, VECTOR):
                     shutil.rmtree(self.path / name, ignore_errors=True)
-            exists = False
-        if exists and not resume:
+            present = []
+        if present and not resume:
             raise YapoError(
-                f"{self.path} already holds a training run; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
+                f"{self.path} already holds a training run ({', '.join(present)}); pass "
+                "--resume to continue it, --overwrite to replace it, or choose another --out"
             )
-        if exists:
+        if present:
+            if not self.config_path.is_file():
+                raise YapoError(
+                    f"cannot resume {self.path}: it holds {', '.join(present)} but no "
+                    f"{CONFIG}, so what was trained there is unknown; use --overwrite or "
+                    "another --out"
+                )
             saved = self.read_config()
+            _check_same_data(self.path, saved.get("settings", {}), config.get("settings", {}))
             diffs = _config_differences(saved.get("settings", {}), config.get("settings", {}))
             if diffs:
                 raise YapoError(
@@ -113,6 +184,35 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config_path, config)
         return False
+
+    def artefacts(self) -> list[str]:
+        """The run artefacts present in the folder (any one of them means "a run")."""
+        return [name for name in ARTEFACTS if (self.path / name).exists()]
+
+    def _check_paths(self) -> None:
+        """A file or link where the folder or an artefact goes: refused before any work."""
+        if self.path.exists() and not self.path.is_dir():
+            raise YapoError(f"--out {self.path} is a file, not a folder; choose another --out")
+        for name in ARTEFACTS:
+            target = self.path / name
+            if target.is_symlink():
+                raise YapoError(
+                    f"{target} is a symbolic link; yapo does not write through links "
+                    "(remove it or choose another --out)"
+                )
+            if name in (CHECKPOINTS, VECTOR) and target.exists() and not target.is_dir():
+                raise YapoError(f"{target} is a file where the run's {name}/ folder goes")
+
+    def acquire(self) -> None:
+        """Lock the folder for this process (released by :meth:`release` or at exit)."""
+        if not self.lock.held:
+            self.lock.acquire()
+            self._finalizer = weakref.finalize(self, self.lock.release)
+
+    def release(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -159,6 +259,10 @@ class RunFolder:
         target = self.checkpoints_path / name
         if not self.writer:
             return target
+        for key, tensor in checkpoint.tensors.items():
+            problem = finite_problem(tensor) if not key.startswith("rng.") else None
+            if problem is not None:
+                raise YapoError(f"refusing to write checkpoint {name}: {key}: {problem}")
         with atomic_dir(target) as tmp:
             vector.save(tmp / VECTOR)
             save_file(
@@ -193,17 +297,52 @@ class RunFolder:
 
     @staticmethod
     def load_checkpoint(folder: Path) -> Checkpoint:
+        """Read one checkpoint; unreadable or non-finite ones raise a :class:`YapoError`."""
         try:
             tensors = load_file(str(folder / STATE_TENSORS))
             info = json.loads((folder / STATE_INFO).read_text(encoding="utf-8"))
+            int(info["step"])
         except Exception as exc:
             raise YapoError(f"cannot read checkpoint {folder}: {exc}") from exc
+        for key, tensor in tensors.items():
+            problem = finite_problem(tensor) if not key.startswith("rng.") else None
+            if problem is not None:
+                raise YapoError(f"checkpoint {folder} is not usable: {key}: {problem}")
         return Checkpoint(tensors, info)
+
+    def last_good_checkpoint(self, warn: bool = True) -> tuple[Path, Checkpoint] | None:
+        """The newest checkpoint that reads and is finite; newer broken ones are skipped.
+
+        A kill can only leave a complete checkpoint (they are written atomically), but a
+        disk error or a hand edit can break one: then the previous one is used, with a
+        warning that names the skipped folder and why.
+        """
+        for _, folder in reversed(self.checkpoints()):
+            try:
+                return folder, self.load_checkpoint(folder)
+            except YapoError as exc:
+                if warn:
+                    logger.warning("skipping checkpoint %s: %s", folder.name, exc)
+        return None
 
     # ------------------------------------------------------------------ plot
     def plot(self, records: list[dict[str, Any]], title: str) -> None:
         if self.writer:
             plot_loss(records, self.plot_path, title)
+
+
+def _check_same_data(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    for key, what in ((DATA_DIGEST, "training"), (EVAL_DATA_DIGEST, "evaluation")):
+        if key not in current:
+            continue
+        if saved.get(key) != current[key]:
+            before = saved.get(key)
+            raise YapoError(
+                f"cannot resume {path}: the {what} data is not the data this run started "
+                f"with (its prompt/chosen/rejected hash was "
+                f"{before[:12] if isinstance(before, str) else 'not recorded'}, now "
+                f"{str(current[key])[:12]}); resume with the same data or use a new --out"
+            )
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

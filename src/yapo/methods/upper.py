@@ -22,6 +22,7 @@ an architecture this has not been tried on is caught before training on it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,9 +97,39 @@ class LayerSplit:
         self.tuple_output = False
 
     # -------------------------------------------------------------- lower half
+    def _call_options(self, position_ids: Tensor | None, cache: Any) -> dict[str, Any]:
+        """Keyword arguments for the base model: explicit positions and a key/value cache.
+
+        The cache argument is ``cache`` in recent transformers, ``past_key_values`` before.
+        """
+        options: dict[str, Any] = {"use_cache": cache is not None}
+        if position_ids is not None:
+            options["position_ids"] = position_ids
+        if cache is not None:
+            options[self._cache_argument()] = cache
+        return options
+
+    def _cache_argument(self) -> str:
+        try:
+            names = inspect.signature(self.base.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+            return "past_key_values"
+        return "cache" if "cache" in names else "past_key_values"
+
     @torch.no_grad()
-    def lower(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``h_L`` for every position: blocks ``0..L`` only (the rest is skipped)."""
+    def lower(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        *,
+        position_ids: Tensor | None = None,
+        cache: Any = None,
+    ) -> Tensor:
+        """``h_L`` for every position: blocks ``0..L`` only (the rest is skipped).
+
+        ``position_ids`` are needed for left-padded rows; a ``cache`` (a transformers
+        ``Cache``) receives the key/values of blocks ``0..L`` and may hold earlier tokens.
+        """
         block = self.blocks[self.layer]
 
         def stop(_module: nn.Module, _args: Any, output: Any) -> None:
@@ -106,7 +137,11 @@ class LayerSplit:
 
         handle = block.register_forward_hook(stop)
         try:
-            self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            self.base(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                **self._call_options(position_ids, cache),
+            )
         except _Stop as stopped:
             self.tuple_output = not isinstance(stopped.output, Tensor)
             return _first_tensor(stopped.output).detach()
@@ -129,15 +164,25 @@ class LayerSplit:
             for i, original in enumerate(originals):
                 self.blocks[i] = original
 
-    def upper(self, states: Tensor, attention_mask: Tensor) -> Tensor:
+    def upper(
+        self,
+        states: Tensor,
+        attention_mask: Tensor,
+        *,
+        position_ids: Tensor | None = None,
+        cache: Any = None,
+    ) -> Tensor:
         """Final hidden states (after the last norm) from layer-``L`` states.
 
         ``states`` may carry gradient (the steered ``h_L``); it flows through the upper
-        blocks. Returns ``(batch, seq, d_model)``.
+        blocks. Returns ``(batch, seq, d_model)``. With a ``cache``, blocks ``L+1..N``
+        read and extend it (the pass-through blocks leave their own layers untouched).
         """
         with self._swapped(states):
             out = self.base(
-                inputs_embeds=states.detach(), attention_mask=attention_mask, use_cache=False
+                inputs_embeds=states.detach(),
+                attention_mask=attention_mask,
+                **self._call_options(position_ids, cache),
             )
         hidden = getattr(out, "last_hidden_state", None)
         if hidden is None:

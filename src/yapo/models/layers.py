@@ -1,6 +1,6 @@
 """Where the decoder blocks live, and what "layer L" means.
 
-Convention (DESIGN.md): layer ``L`` is the *output* of decoder block ``L`` (0-based),
+Convention (docs/design.md): layer ``L`` is the *output* of decoder block ``L`` (0-based),
 which is Hugging Face ``hidden_states[L + 1]``, TransformerLens
 ``blocks.L.hook_resid_post`` and Gemma Scope ``layer_L``. Negative ``L`` counts from
 the end, like Python indexing (``-1`` is the last block).
@@ -103,8 +103,11 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
     """What must match for a vector trained on one model to be applied to another.
 
     The name a model was loaded under varies (Hub id, local copy, GGUF), so fit is
-    judged on the architecture and its sizes, with the name kept for messages.
+    judged on the architecture and its sizes, and on a sample of the weights
+    (:mod:`yapo.models.fingerprint`), with the name kept for messages.
     """
+    from yapo.models.fingerprint import weight_fingerprint
+
     config = getattr(model, "config", None)
     text_config = getattr(config, "text_config", None) or config
     return {
@@ -112,4 +115,5 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
         "hidden_size": hidden_size(model),
         "num_layers": num_layers(model),
         "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
+        **weight_fingerprint(model),
     }

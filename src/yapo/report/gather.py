@@ -41,6 +41,7 @@ class TrainingRun:
     steps: list[float]
     losses: list[float]
     skipped_lines: int = 0
+    finished: bool | None = None  # None: no run config.json to tell
 
 
 @dataclass
@@ -98,7 +99,21 @@ def read_training_run(folder: Path) -> TrainingRun:
                 losses.append(loss)
     method = _method_of(folder)
     label = f"{method} ({folder.name})" if method and method not in folder.name else folder.name
-    return TrainingRun(folder, label, method, steps, losses, skipped)
+    finished = _finished_of(folder)
+    if finished is False:  # killed or still running: its curve is not the final one
+        label = f"{label} (unfinished)"
+    return TrainingRun(folder, label, method, steps, losses, skipped, finished)
+
+
+def _finished_of(folder: Path) -> bool | None:
+    """``config.json``'s ``finished`` flag of a training run (``None`` without one)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or "settings" not in config:
+        return None
+    return config.get("finished") is True
 
 
 def find_runs(folders: list[Path]) -> Found:

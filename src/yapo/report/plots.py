@@ -7,6 +7,7 @@ is written atomically.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,21 @@ def plot_sweep(
     path: str | Path,
     metrics: Sequence[str] = ("mixed", "rca"),
 ) -> Path:
-    """Overall metric vs multiplier λ, one line per method, with interval bands."""
-    figure = _figure(5.0 * len(metrics), 4.0)
+    """Overall metric vs multiplier λ, one line per method, with interval bands.
+
+    A λ-selection sweep (with fluency per point) gets a third panel, the unsteered
+    model's NLL per token of the steered generations, and a star at each chosen λ, so
+    accuracy and fluency against λ are read side by side.
+    """
     methods = sweep["methods"]
+    selection = sweep.get("selection") or {}
+    panels = len(metrics) + (1 if selection else 0)
+    figure = _figure(5.0 * panels, 4.0)
     colors = _colors(len(methods))
+    if selection:
+        _fluency_panel(figure.add_subplot(1, panels, panels), methods, selection, colors)
     for panel, metric in enumerate(metrics, start=1):
-        axes = figure.add_subplot(1, len(metrics), panel)
+        axes = figure.add_subplot(1, panels, panel)
         scale = 1.0 if metric == "pnlg" else 100.0
         for (name, method), color in zip(methods.items(), colors):
             xs, ys, lows, highs = [], [], [], []
@@ -111,12 +121,35 @@ def plot_sweep(
                 )
             axes.plot(xs, ys, marker="o", color=color, label=name)
             axes.fill_between(xs, lows, highs, color=color, alpha=0.15)
+            chosen = selection.get(name, {}).get("multiplier")
+            if chosen in xs:
+                axes.plot([chosen], [ys[xs.index(chosen)]], marker="*", ms=14, color=color)
         axes.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
         axes.set_xlabel("multiplier λ")
         axes.set_title(_METRIC_TITLES.get(metric, metric))
         axes.grid(alpha=0.3)
         axes.legend()
     return _save(figure, path)
+
+
+def _fluency_panel(
+    axes: Any, methods: Mapping[str, Any], selection: Mapping[str, Any], colors: list[Any]
+) -> None:
+    for (name, method), color in zip(methods.items(), colors):
+        points = [p for p in method["points"] if p.get("fluency") is not None]
+        xs = [p["multiplier"] for p in points]
+        ys = [p["fluency"]["nll"] for p in points]
+        finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+        if finite:
+            axes.plot(*zip(*finite), marker="o", color=color, label=name)
+        chosen = selection.get(name, {}).get("multiplier")
+        if chosen in xs and math.isfinite(ys[xs.index(chosen)]):
+            axes.plot([chosen], [ys[xs.index(chosen)]], marker="*", ms=14, color=color)
+    axes.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel("multiplier λ")
+    axes.set_title("Fluency: unsteered NLL/token of steered text")
+    axes.grid(alpha=0.3)
+    axes.legend()
 
 
 def plot_overall_bars(tables: Mapping[str, Any], path: str | Path) -> Path | None:

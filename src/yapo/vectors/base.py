@@ -13,7 +13,8 @@ from typing import Any
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from yapo._io import atomic_dir, write_json
+from yapo._finite import check_finite
+from yapo._io import atomic_dir, write_json, write_text
 from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.hooks import Positions, add_to_layer
@@ -46,10 +47,16 @@ class VectorMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VectorMeta:
+        """Read a saved config; wrong types are a :class:`YapoError`, not a traceback."""
+        if not isinstance(data, dict):
+            raise YapoError(f"vector config must be a JSON object, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         missing = {"method", "layer", "d_model"} - data.keys()
         if missing:
             raise YapoError(f"vector config lacks {sorted(missing)}")
+        from yapo.vectors.meta_check import check_meta_types
+
+        check_meta_types(data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -62,6 +69,9 @@ class SteeringVector(ABC):
     kind: str
     vector: Tensor
     meta: VectorMeta
+    #: Refuse models whose weights differ from the training model's (see
+    #: :mod:`yapo.models.fingerprint`); ``False`` accepts fine-tuned siblings.
+    strict_model: bool = True
 
     @property
     def layer(self) -> int:
@@ -87,12 +97,21 @@ class SteeringVector(ABC):
             )
         saved = self.meta.model_fingerprint
         if saved:
+            from yapo.models.fingerprint import other_model_allowed, weights_problem
+
             current = model_fingerprint(model)
             diffs = [
                 f"{key} {saved[key]} vs {current[key]}"
                 for key in ("model_type", "hidden_size", "num_layers")
                 if key in saved and saved[key] != current.get(key)
             ]
+            weights = weights_problem(saved, current)
+            if not diffs and weights and self.strict_model and not other_model_allowed():
+                raise MismatchError(
+                    f"this vector was trained on {self.meta.model}, another model than this "
+                    f"one: {weights}; for a fine-tuned sibling pass strict_model=False "
+                    "(load_vector), --allow-other-model, or set YAPO_ALLOW_OTHER_MODEL=1"
+                )
             if diffs:
                 raise MismatchError(
                     f"this vector was trained on {self.meta.model} and does not fit this model "
@@ -114,6 +133,7 @@ class SteeringVector(ABC):
         """
         if direction not in (-1, 1):
             raise YapoError(f"direction must be +1 or -1, got {direction!r}")
+        check_finite(self.vector, f"this {self.meta.method} vector")
         self.check_fits(model)
         with add_to_layer(
             model,
@@ -126,14 +146,22 @@ class SteeringVector(ABC):
     def _extra_tensors(self) -> dict[str, Tensor]:
         return {}
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``vector.safetensors`` + ``config.json`` atomically into ``folder``."""
+    def save(self, folder: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
+        """Write ``vector.safetensors`` + ``config.json`` atomically into ``folder``.
+
+        A ``README.md`` model card (YAML front matter; ``metrics`` included) is written
+        too, so that the folder can be uploaded to the Hugging Face Hub as it is.
+        """
+        from yapo.vectors.card import CARD_FILE, render_card
+
         tensors = {"vector": self.vector.detach().float().cpu().contiguous()}
+        check_finite(tensors["vector"], f"the {self.meta.method} vector to save in {folder}")
         tensors.update(self._extra_tensors())
         config = {"kind": self.kind, **self.meta.to_json()}
         with atomic_dir(folder) as tmp:
             save_file(tensors, str(tmp / VECTOR_FILE))
             write_json(tmp / CONFIG_FILE, config)
+            write_text(tmp / CARD_FILE, render_card(self, metrics))
         return Path(folder)
 
     def __repr__(self) -> str:

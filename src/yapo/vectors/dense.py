@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from yapo._finite import check_finite
 from yapo.errors import YapoError
 from yapo.models.layers import hidden_size, model_fingerprint, resolve_layer
 from yapo.models.loading import model_name
@@ -22,6 +23,7 @@ class DenseVector(SteeringVector):
         if vector.numel() != meta.d_model:
             raise YapoError(f"vector has {vector.numel()} entries but d_model={meta.d_model}")
         self.vector = vector.detach().to(torch.float32)
+        check_finite(self.vector, f"the {meta.method} vector")  # a diverged run's: refused
         self.meta = meta
         self._cache: dict[tuple[Any, ...], Tensor] = {}
 

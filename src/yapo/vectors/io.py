@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from yapo.errors import YapoError
 from yapo.sae.model import SAE
 from yapo.vectors.base import CONFIG_FILE, VECTOR_FILE, SteeringVector, VectorMeta
+from yapo.vectors.card import download_vector, is_hub_reference
 from yapo.vectors.dense import DenseVector
 from yapo.vectors.sparse import SparseVector, require_sae
 
@@ -40,16 +41,34 @@ def load_bipo_pt(path: Path, layer: int | None = None) -> DenseVector:
 
 
 def load_vector(
-    path: str | Path, *, sae: SAE | None = None, layer: int | None = None
+    path: str | Path,
+    *,
+    sae: SAE | None = None,
+    layer: int | None = None,
+    strict_model: bool = True,
 ) -> SteeringVector:
     """Load a vector folder written by :meth:`SteeringVector.save`, or a BiPO ``.pt``.
 
+    ``path`` may also name a Hugging Face Hub repo holding such a folder,
+    ``owner/name[/folder/in/repo][@revision]`` (fetched with ``huggingface_hub``).
+
     A sparse vector needs its SAE: pass ``sae=`` or let the saved reference be loaded;
     either way the SAE's checksum must match the one recorded at training time.
+    ``strict_model=False`` accepts models whose weights differ from the training
+    model's (a fine-tuned sibling; see :mod:`yapo.models.fingerprint`).
     """
+    vector = _load_vector(path, sae, layer)
+    vector.strict_model = strict_model
+    return vector
+
+
+def _load_vector(path: str | Path, sae: SAE | None, layer: int | None) -> SteeringVector:
+    name = str(path)
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth"):
         return load_bipo_pt(path, layer)
+    if not path.exists() and is_hub_reference(name):
+        path = download_vector(name)  # owner/name[/folder][@revision] on the Hub
     if not path.exists():
         raise YapoError(f"vector not found: {path}")
     if not path.is_dir():

@@ -5,7 +5,7 @@ The paper's transform (Eq. 3), with ``u = d·λ·v`` and ``s = Enc(h) >= 0``::
     h' = Dec(ReLU(s + u)) + (h - Dec(s))
 
 Because Dec is affine and ``s >= 0``, ``ReLU(s + u) - s`` is ``u_i`` where ``u_i >= 0`` and
-``-min(s_i, -u_i)`` where ``u_i < 0``, so (DESIGN.md)::
+``-min(s_i, -u_i)`` where ``u_i < 0``, so (docs/design.md, "The sparse identity")::
 
     h' = h + u⁺·W_dec - Σ_{i: u_i<0} min(s_i, -u_i)·W_dec[i]
 
@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from yapo._finite import check_finite
+from yapo._paths import resolved_reference
 from yapo.errors import MismatchError, YapoError
 from yapo.models.layers import hidden_size, model_fingerprint, resolve_layer
 from yapo.models.loading import model_name
@@ -77,6 +79,7 @@ class SparseVector(SteeringVector):
         if sae.d_in != meta.d_model:
             raise MismatchError(f"SAE d_in={sae.d_in} but the vector's d_model={meta.d_model}")
         self.vector = vector.detach().to(torch.float32)
+        check_finite(self.vector, f"the {meta.method} vector")  # a diverged run's: refused
         self.meta = meta
         self.sae = sae
         self.form: SparseForm = "fast"
@@ -101,7 +104,7 @@ class SparseVector(SteeringVector):
             model=model_name(model),  # type: ignore[arg-type]
             model_fingerprint=model_fingerprint(model),
             d_sae=sae.d_sae,
-            sae_reference=sae.reference,
+            sae_reference=resolved_reference(sae.reference),  # loadable from any directory
             sae_checksum=sae.checksum(),
             hyperparameters=dict(hyperparameters or {}),
         )

@@ -3,7 +3,9 @@
 A :class:`Judgement` is always produced, one per request and in request order: a judge
 that cannot grade an answer (server errors, timeouts, unusable replies) returns a
 judgement with ``error`` set and no scores. Failures are counted and reported, never
-raised, so one bad reply cannot sink a long evaluation run.
+raised, so one bad reply cannot sink a long evaluation run; :class:`JudgeTally` then
+decides the exit status at the end (every judgement failed: an error; more failures
+than tolerated: exit code 3; always a one-line summary).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from yapo.errors import YapoError
 from yapo.evaluate.judge.rubric import MAX_TOTAL, JudgeRequest
 
 
@@ -67,3 +70,46 @@ class Judge(Protocol):
     def describe(self) -> dict[str, Any]:
         """What to write into results so that a reader knows who judged."""
         ...
+
+
+class JudgeFailed(YapoError):
+    """Every judgement of a run failed: there are no open-ended scores at all."""
+
+
+@dataclass
+class JudgeTally:
+    """How many judgements a run asked for and how many failed (with a few reasons)."""
+
+    total: int = 0
+    failed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, total: int, failed: int, examples: Sequence[str] = ()) -> None:
+        self.total += total
+        self.failed += failed
+        self.examples.extend(examples[: max(0, 3 - len(self.examples))])
+
+    def summary(self) -> str:
+        first = f" (first: {self.examples[0]})" if self.examples else ""
+        return f"judge: {self.failed} of {self.total} judgement(s) failed{first}"
+
+    def exit_code(self, max_failures: int | None = 0) -> int:
+        """0 when failures are within ``max_failures`` (None: any number), else 3.
+
+        A run in which *every* judgement failed raises :class:`JudgeFailed` instead
+        (exit 2): it measured nothing, whatever was tolerated.
+        """
+        if self.total and self.failed == self.total:
+            raise JudgeFailed(
+                f"every one of the {self.total} judgement(s) failed"
+                + (f" (first: {self.examples[0]})" if self.examples else "")
+                + "; check --judge-url/--judge-model, the server, or raise --judge-timeout "
+                "/ --judge-deadline (the answers and the MCQ results were written)"
+            )
+        if max_failures is None or self.failed <= max_failures:
+            return 0
+        return FAILURES_EXIT_CODE
+
+
+#: Exit code of a finished evaluation in which more judgements failed than tolerated.
+FAILURES_EXIT_CODE = 3

@@ -12,7 +12,12 @@ Robustness, because judging hundreds of answers over a network always hits somet
   not retried;
 * at most ``concurrency`` requests in flight at once (a thread pool);
 * an optional on-disk cache of successful judgements (:class:`JudgeCache`);
-* every failure is recorded on its item (:class:`Judgement.error`), never raised.
+* every failure is recorded on its item (:class:`Judgement.error`), never raised;
+* ``timeout`` bounds each request and ``deadline`` the whole run (seconds from the
+  first request): once it has passed, the items still waiting fail at once with
+  "judge deadline passed" instead of costing ``timeout × (retries + 1)`` each, and a
+  request in flight is cut at the deadline. A hung server therefore costs at most
+  ``deadline`` seconds, not hours.
 
 The retries are done here rather than by the ``openai`` client (created with
 ``max_retries=0``) so that unusable replies are retried too and attempts are counted.
@@ -21,6 +26,7 @@ The retries are done here rather than by the ``openai`` client (created with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -59,6 +65,7 @@ class OpenAIJudge:
         concurrency: int = 4,
         max_retries: int = 3,
         timeout: float = 120.0,
+        deadline: float | None = None,
         backoff: float = 1.0,
         temperature: float = 0.0,
         max_tokens: int = 400,
@@ -70,6 +77,14 @@ class OpenAIJudge:
             raise YapoError(f"judge concurrency must be at least 1, got {concurrency}")
         if max_retries < 0:
             raise YapoError(f"judge max_retries must be >= 0, got {max_retries}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise YapoError(
+                f"the judge timeout must be a positive number of seconds, got {timeout}"
+            )
+        if deadline is not None and not (deadline > 0 and math.isfinite(deadline)):
+            raise YapoError(
+                f"the judge deadline must be a positive number of seconds, got {deadline}"
+            )
         from openai import OpenAI
 
         self.name = model
@@ -80,6 +95,9 @@ class OpenAIJudge:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.cache = cache
+        self.timeout = float(timeout)
+        self.deadline = None if deadline is None else float(deadline)
+        self._ends: float | None = None  # monotonic time of the deadline, set on first use
         # Local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one.
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
         if base_url is None and not key:
@@ -99,6 +117,8 @@ class OpenAIJudge:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "deadline": self.deadline,
             "rubric": RUBRIC_VERSION,
         }
 
@@ -106,6 +126,8 @@ class OpenAIJudge:
         """One judgement per request, in order; cached ones are not asked again."""
         results: list[Judgement | None] = [None] * len(requests)
         todo: list[int] = []
+        if self.deadline is not None and self._ends is None:
+            self._ends = time.monotonic() + self.deadline
         for i, request in enumerate(requests):
             hit = self.cache.get(request.cache_key(self.name)) if self.cache else None
             if hit is not None:
@@ -130,6 +152,10 @@ class OpenAIJudge:
                 failed[0].error,
             )
         return [r for r in results if r is not None]
+
+    def _time_left(self) -> float | None:
+        """Seconds until the overall deadline (``None``: no deadline)."""
+        return None if self._ends is None else self._ends - time.monotonic()
 
     def _read_reply(self, request: JudgeRequest, raw: str, attempts: int) -> Judgement:
         """Turn the judge's reply into a judgement; an unusable reply is a failed one.
@@ -159,10 +185,17 @@ class OpenAIJudge:
         raw: str | None = None
         attempts = 0
         for attempt in range(self.max_retries + 1):
+            left = self._time_left()
+            if left is not None and left <= 0:
+                error = f"judge deadline of {self.deadline:g}s passed ({error})"
+                break
             attempts += 1
             retryable = True
+            client = self._client
+            if left is not None and left < self.timeout:
+                client = client.with_options(timeout=left)
             try:
-                response = self._client.chat.completions.create(
+                response = client.chat.completions.create(
                     model=self.name,
                     messages=request.messages(),  # type: ignore[arg-type]
                     temperature=self.temperature,
@@ -183,5 +216,7 @@ class OpenAIJudge:
             if not retryable:
                 break
             if attempt < self.max_retries and self.backoff > 0:
-                time.sleep(self.backoff * 2**attempt)
+                pause = self.backoff * 2**attempt
+                left = self._time_left()
+                time.sleep(pause if left is None else max(0.0, min(pause, left)))
         return Judgement(key=request.key, judge=self.name, error=error, attempts=attempts, raw=raw)

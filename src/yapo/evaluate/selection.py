@@ -1,0 +1,213 @@
+"""Choose each vector's strength λ on validation questions, never on the test ones.
+
+A learned vector's useful strength is not known in advance: BiPO and YaPO vectors
+trained at λ = 1 may work best at 0.5 or at 8, and a contrastive mean (CAA, SAS) has no
+natural unit at all. Reporting every method at a fixed λ compares arbitrary points of
+their curves; picking the best λ on the test questions reports a tuned-to-the-test
+number. The field's protocol (AxBench: the factor is chosen on a held-out half and
+scored on the rest) is what :func:`select_multipliers` does:
+
+1. sweep each vector over a grid of λ on the *validation* questions (carved from the
+   training questions by question id) and read the metric the user names (mixed
+   accuracy by default, or RCA);
+2. measure the fluency of steered generations at each λ on validation prompts
+   (:mod:`yapo.evaluate.fluency`) and rule out every λ whose fluency falls past the
+   user's thresholds (NLL increase per token over the unsteered model, repetition);
+3. choose, among the admissible λ, the one with the best metric (ties: the smaller
+   |λ|, the gentler edit). If no λ is admissible the smallest |λ| of the grid is taken
+   and the choice is marked ``admissible: false``.
+
+The test questions are then scored once, at the chosen λ. The result is a sweep
+(:class:`~yapo.evaluate.sweep.SweepResult`) with fluency per point and the choice per
+vector, so reports show the validation curve, the fluency curve and the chosen λ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from yapo.data.records import CulturalMCQ
+from yapo.errors import YapoError
+from yapo.evaluate.benchmark import MetricOptions
+from yapo.evaluate.fluency import Fluency, measure_fluency
+from yapo.evaluate.mcq import McqConfig
+from yapo.evaluate.sweep import SweepResult, run_sweep
+from yapo.vectors.base import SteeringVector
+
+Log = Callable[[str], None]
+SELECTION_METRICS = ("mixed", "rca", "localized", "nonlocalized")
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+@dataclass
+class SelectionConfig:
+    """How λ is chosen on validation questions (see the module docstring)."""
+
+    multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    metric: str = "mixed"
+    max_nll_increase: float | None = 1.0  # nats/token over the unsteered continuations
+    max_repetition: float | None = 0.5
+    fluency_prompts: int = 4
+    fluency_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        self.multipliers = tuple(float(m) for m in self.multipliers)
+
+    def check(self) -> None:
+        if not self.multipliers:
+            raise YapoError(
+                "the λ grid is empty; give at least one multiplier, e.g. --multipliers 0.5,1,2,4"
+            )
+        bad = [m for m in self.multipliers if not math.isfinite(m) or m == 0.0]
+        if bad:
+            raise YapoError(
+                f"every λ of the selection grid must be a finite non-zero number, got {bad} "
+                "(λ = 0 is no steering; it is always measured as the reference)"
+            )
+        if self.metric not in SELECTION_METRICS:
+            raise YapoError(
+                f"the selection metric must be one of {', '.join(SELECTION_METRICS)}, "
+                f"got {self.metric!r}"
+            )
+        for name in ("max_nll_increase", "max_repetition"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise YapoError(f"{name} must be a number >= 0 (or unset), got {value}")
+        if self.fluency_prompts < 0 or self.fluency_tokens < 1:
+            raise YapoError("fluency_prompts must be >= 0 and fluency_tokens >= 1")
+
+    @property
+    def measures_fluency(self) -> bool:
+        return self.fluency_prompts > 0 and (
+            self.max_nll_increase is not None or self.max_repetition is not None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["multipliers"] = list(self.multipliers)
+        return data
+
+
+def fluency_prompts(
+    tokenizer: Any, items: Sequence[CulturalMCQ], count: int, chat: bool | str = "auto"
+) -> list[str]:
+    """Open prompts for fluency: the localized question of the first ``count`` questions."""
+    from yapo.data.prompts import format_prompt
+
+    chosen: list[CulturalMCQ] = []
+    seen: set[str] = set()
+    for item in sorted(items, key=lambda i: i.id):
+        if item.question_id not in seen:
+            seen.add(item.question_id)
+            chosen.append(item)
+        if len(chosen) == count:
+            break
+    return [
+        format_prompt(tokenizer, item.question("localized"), chat)  # type: ignore[arg-type]
+        for item in chosen
+    ]
+
+
+def _admissible(
+    fluency: Fluency | None, reference: Fluency | None, config: SelectionConfig
+) -> tuple[bool, str | None]:
+    if fluency is None or reference is None:
+        return True, None
+    if config.max_nll_increase is not None:
+        increase = fluency.nll - reference.nll
+        if not increase <= config.max_nll_increase:
+            return False, f"NLL +{increase:.2f} > {config.max_nll_increase:g}"
+    if config.max_repetition is not None and not fluency.repetition <= config.max_repetition:
+        return False, f"repetition {fluency.repetition:.2f} > {config.max_repetition:g}"
+    return True, None
+
+
+def choose(points: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The chosen point of one vector's validation curve (admissible, best, gentlest)."""
+    candidates = [p for p in points if p["multiplier"] != 0.0]
+    admissible = [p for p in candidates if p.get("admissible", True)]
+    if not admissible:
+        gentlest = min(candidates, key=lambda p: abs(p["multiplier"]))
+        return {"multiplier": gentlest["multiplier"], "admissible": False}
+
+    def value(point: dict[str, Any]) -> float:
+        cell = point["overall"][metric].get("value")
+        return -math.inf if cell is None else float(cell)
+
+    best = max(admissible, key=lambda p: (value(p), -abs(p["multiplier"])))
+    return {"multiplier": best["multiplier"], "admissible": True, "value": value(best)}
+
+
+def select_multipliers(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[CulturalMCQ],
+    vectors: Sequence[tuple[str, SteeringVector, str | None]],
+    config: SelectionConfig | None = None,
+    *,
+    direction: int = 1,
+    mcq_config: McqConfig | None = None,
+    metrics: MetricOptions | None = None,
+    log: Log = _quiet,
+) -> SweepResult:
+    """Sweep ``vectors`` on validation ``items``, measure fluency, choose each λ."""
+    config = config or SelectionConfig()
+    config.check()
+    if not items:
+        raise YapoError(
+            "λ selection needs validation questions (--multiplier auto); there are none. "
+            "Give validation items or a fixed --multiplier"
+        )
+    mcq_config = mcq_config or McqConfig()
+    sweep = run_sweep(
+        model,
+        tokenizer,
+        items,
+        vectors,
+        [0.0, *config.multipliers],
+        direction=direction,
+        mcq_config=mcq_config,
+        metrics=metrics,
+        settings={"purpose": "λ selection on validation questions"},
+        log=log,
+    )
+    prompts = fluency_prompts(tokenizer, items, config.fluency_prompts, mcq_config.chat)
+    reference = None
+    if config.measures_fluency and prompts:
+        reference = measure_fluency(model, tokenizer, prompts, max_new_tokens=config.fluency_tokens)
+    selection: dict[str, dict[str, Any]] = {}
+    for name, vector, _ in vectors:
+        points = sweep.methods[name]
+        rows = []
+        for point in points:
+            fluency = reference
+            if reference is not None and point.multiplier != 0.0:
+                fluency = measure_fluency(
+                    model,
+                    tokenizer,
+                    prompts,
+                    vector=vector,
+                    multiplier=point.multiplier,
+                    direction=direction,
+                    max_new_tokens=config.fluency_tokens,
+                )
+            point.fluency = fluency
+            point.admissible, point.excluded_because = _admissible(fluency, reference, config)
+            rows.append(point.to_json())
+        selection[name] = choose(rows, config.metric)
+        log(
+            f"[{name}] λ chosen on {len(items)} validation items: "
+            f"{selection[name]['multiplier']:g}"
+            + ("" if selection[name]["admissible"] else " (no λ passed the fluency limits)")
+        )
+    sweep.selection = selection
+    sweep.settings["selection"] = config.to_json()
+    return sweep
