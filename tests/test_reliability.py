@@ -34,7 +34,7 @@ from yapo.evaluate.sweep import parse_multipliers
 from yapo.methods import train
 from yapo.methods.preference import TrainingDiverged
 from yapo.methods.runs import Checkpoint, RunFolder
-from yapo.report.gather import read_training_run
+from yapo.report.gather import build_report, read_training_run
 from yapo.sae import load_sae
 from yapo.vectors import load_vector
 
@@ -117,7 +117,7 @@ def test_1_non_finite_checkpoints_are_not_written_nor_the_last_good_one(tmp_path
 # ----------------------------------------------------------------------------- case 2
 @pytest.mark.parametrize("setting", [{"beta": 1e30}, {"multiplier": 1e30}])
 def test_2_an_infinite_gradient_norm_is_divergence_not_a_zero_step(
-    tmp_path: Path, setting: dict[str, float]
+    tmp_path: Path, setting: dict[str, Any]
 ) -> None:
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="gradient norm became NaN or infinite"):
@@ -294,9 +294,11 @@ def test_11_report_shows_an_unfinished_run_as_unfinished(tmp_path: Path) -> None
     with pytest.raises(Killed):
         _train(tmp_path / "cut", callbacks=[kill])
     _train(tmp_path / "whole")
-    assert read_training_run(tmp_path / "cut").label.endswith("(unfinished)")
     assert read_training_run(tmp_path / "cut").finished is False
-    assert "unfinished" not in read_training_run(tmp_path / "whole").label
+    assert read_training_run(tmp_path / "whole").finished is True
+    text = build_report([tmp_path / "cut", tmp_path / "whole"], tmp_path / "report").read_text()
+    assert "**Unfinished** (killed or still running): bipo (cut)" in text
+    assert "whole" not in text.split("**Unfinished**")[1].splitlines()[0]
 
 
 def test_11_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
@@ -343,7 +345,8 @@ def test_11_the_fingerprint_tells_models_of_the_same_shape_apart(
     loaded = load_vector(vector)
     with loaded.apply(make_model("llama", seed=0)):  # the same weights: fine
         pass
-    with loaded.apply(make_model("llama", seed=0).to(torch.bfloat16)):  # another dtype: fine
+    half = make_model("llama", seed=0).to(dtype=torch.bfloat16)  # type: ignore[call-arg]
+    with loaded.apply(half):  # the same weights in another dtype: fine
         pass
     with pytest.raises(MismatchError, match="another model than this one"), loaded.apply(other):
         pass

@@ -272,3 +272,18 @@ def test_vector_specs_and_cli_help() -> None:
 
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "steering" in result.output
+
+
+def test_a_client_leaving_mid_stream_frees_the_server(setup: dict[str, Any]) -> None:
+    import http.client
+
+    server: YapoHTTPServer = setup["server"]
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), int(port), timeout=30)
+    body = {"prompt": PROMPT, "max_tokens": 60, "stream": True, "temperature": 0}
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "x"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    connection.close()  # gone before the end
+    expected = _library(setup, PROMPT, None, max_new_tokens=4)
+    assert _complete(setup, None, max_tokens=4).choices[0].text == expected

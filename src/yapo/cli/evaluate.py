@@ -7,6 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
+from yapo.cli.options import (
+    DEFAULT_GRID,
+    SELECTION,
+    FluencyPromptsOption,
+    MaxNllIncreaseOption,
+    MaxRepetitionOption,
+    MultiplierOption,
+    SelectGridOption,
+    SelectMetricOption,
+    parse_multiplier,
+    selection_config,
+)
 from yapo.errors import YapoError
 
 ModelOption = Annotated[
@@ -246,7 +258,19 @@ def eval_command(
     model: ModelOption = "default",
     data: DataOption = "",
     vector: VectorOption = None,
-    multiplier: Annotated[float, typer.Option(help="Steering strength λ for every vector.")] = 1.0,
+    multiplier: MultiplierOption = "1",
+    validation_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation MCQs (never the test ones) on which --multiplier auto chooses "
+            "each vector's λ, e.g. a compare run's validation_items.jsonl."
+        ),
+    ] = None,
+    select_grid: SelectGridOption = DEFAULT_GRID,
+    select_metric: SelectMetricOption = SELECTION.metric,
+    max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
+    max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
+    fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     direction: DirectionOption = 1,
     sae: SaeOption = None,
     open_data: Annotated[
@@ -304,7 +328,12 @@ def eval_command(
     no_cache: NoCacheOption = False,
 ) -> None:
     """Compare no steering and each vector on cultural MCQs (and open-ended questions)."""
-    from yapo.evaluate.benchmark import make_conditions, run_benchmark, write_benchmark
+    from yapo.evaluate.benchmark import (
+        Condition,
+        make_conditions,
+        run_benchmark,
+        write_benchmark,
+    )
     from yapo.evaluate.openended import OpenConfig
     from yapo.models import load_model
 
@@ -314,6 +343,9 @@ def eval_command(
         if vector and len(vector) > 1:
             raise YapoError("--task evaluates one vector at a time; give a single --vector")
         path = Path(vector[0].split("=", 1)[-1]) if vector else None
+        fixed = parse_multiplier(multiplier)
+        if not isinstance(fixed, float):
+            raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
         behaviour_command(
             task=task,
             out=out,
@@ -322,7 +354,7 @@ def eval_command(
             vector=path,
             sae=sae,
             layer=None,
-            multipliers=f"{-multiplier},0,{multiplier}",
+            multipliers=f"{-fixed},0,{fixed}",
             direction=direction,
             limit=limit,
             seed=seed,
@@ -369,8 +401,51 @@ def eval_command(
     )
     if questions and judge is None:
         raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
-    conditions = make_conditions(load_vectors(vector or [], sae), multiplier, direction)
+    strength = parse_multiplier(multiplier)
+    vectors = load_vectors(vector or [], sae)
+    selection = None
+    if strength == "auto":
+        selection = selection_config(
+            select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
+        )
+        if not validation_data:
+            raise YapoError(
+                "--multiplier auto chooses λ on validation questions: give --validation-data "
+                "(never the test questions), or a fixed --multiplier"
+            )
+        if not vectors:
+            raise YapoError("--multiplier auto needs at least one --vector")
+    elif validation_data:
+        raise YapoError("--validation-data is used only with --multiplier auto")
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    if selection is not None:
+        from yapo.evaluate.selection import select_multipliers
+        from yapo.evaluate.sweep import write_sweep
+
+        assert validation_data is not None
+        validation, _ = load_mcq_data(validation_data, strict)
+        chosen = select_multipliers(
+            lm,
+            tokenizer,
+            _select(validation, countries, None),
+            vectors,
+            selection,
+            direction=direction,
+            mcq_config=mcq_config,
+            metrics=metrics,
+            log=_log,
+        )
+        write_sweep(chosen, Path(out) / "selection")
+        assert chosen.selection is not None
+        settings["chosen_multipliers"] = chosen.selection
+        conditions = make_conditions([], 0.0)
+        conditions += [
+            Condition(name, v, float(chosen.selection[name]["multiplier"]), direction, source)
+            for name, v, source in vectors
+        ]
+    else:
+        assert isinstance(strength, float)
+        conditions = make_conditions(vectors, strength, direction)
     result = run_benchmark(
         lm,
         tokenizer,

@@ -568,11 +568,21 @@ class PreferenceTrainer:
             if self.run is not None:
                 run_path = self.run.path
                 if self.processes.main:
-                    vector.save(self.run.vector_path)
+                    vector.save(self.run.vector_path, metrics=self._card_metrics(records, step))
                     self.run.plot(records, f"{self.method} — layer {self.layer}")
                     self.run.update_config(finished=True, steps=step, **self.best.to_json())
                 self.processes.barrier()
         return TrainResult(vector, records, run_path, step)
+
+    def _card_metrics(self, records: list[dict[str, Any]], step: int) -> dict[str, Any]:
+        """Key numbers for the vector's model card: steps, final and best losses, scale."""
+        losses = [float(r["loss"]) for r in records if r.get("kind") == "train"]
+        tail = losses[-10:]
+        metrics: dict[str, Any] = {"steps": step}
+        if tail:
+            metrics["final_train_loss_mean_last_10"] = round(sum(tail) / len(tail), 4)
+        metrics.update({k: v for k, v in self.best.to_json().items() if v is not None})
+        return metrics
 
     def _one_step(
         self, done: int, optimizer: torch.optim.Optimizer, scheduler: Any

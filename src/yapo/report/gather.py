@@ -99,10 +99,7 @@ def read_training_run(folder: Path) -> TrainingRun:
                 losses.append(loss)
     method = _method_of(folder)
     label = f"{method} ({folder.name})" if method and method not in folder.name else folder.name
-    finished = _finished_of(folder)
-    if finished is False:  # killed or still running: its curve is not the final one
-        label = f"{label} (unfinished)"
-    return TrainingRun(folder, label, method, steps, losses, skipped, finished)
+    return TrainingRun(folder, label, method, steps, losses, skipped, _finished_of(folder))
 
 
 def _finished_of(folder: Path) -> bool | None:
@@ -257,6 +254,9 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         parts += ["| " + " | ".join(convergence_row(r)) + " |" for r in found.training]
+        unfinished = [r.label for r in found.training if r.finished is False]
+        if unfinished:  # killed or still running: their curves are not final
+            parts += ["", "**Unfinished** (killed or still running): " + ", ".join(unfinished)]
         parts.append("")
     for index, (folder, results) in enumerate(found.evaluations):
         parts += [_evaluation_section(folder, results, target, index), ""]

@@ -176,14 +176,14 @@ class _Handler(BaseHTTPRequestHandler):
             first = next(pieces)  # errors (404, 400) surface before any byte is sent
         except StopIteration:  # pragma: no cover - stream always ends with a Completion
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
         envelope = self._envelope(request, chunk=True)
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
             if request.chat:
                 self._event({**envelope, "choices": [_delta({"role": "assistant"}, None)]})
             try:

@@ -1,0 +1,197 @@
+"""λ chosen on validation (never the test questions), fluency limits, and pair policy ``model``."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from tests.conftest import make_sae, make_tokenizer
+from tests.methods_support import steerable_model
+
+from yapo.compare import CompareSettings, run_comparison
+from yapo.data.cultural import mcq_to_preferences
+from yapo.data.demo import load_demo_mcq
+from yapo.data.prompts import format_prompt
+from yapo.data.records import WESTERN, CulturalMCQ
+from yapo.errors import YapoError
+from yapo.evaluate.fluency import Fluency, repetition_rate
+from yapo.evaluate.mcq import mcq_text
+from yapo.evaluate.preferred import model_preferred_wrong
+from yapo.evaluate.scoring import encode_pair
+from yapo.evaluate.selection import SelectionConfig, _admissible, choose
+
+
+def _items(n: int = 6, seed: int = 0) -> list[CulturalMCQ]:
+    rng = random.Random(seed)
+
+    def words(k: int) -> str:
+        return " ".join(f"w{rng.randrange(4, 100)}" for _ in range(k))
+
+    items = []
+    for i in range(n):
+        items.append(
+            CulturalMCQ(
+                id=f"q{i}:en",
+                question_id=f"q{i}",
+                language="en",
+                country="Egypt",
+                localized=words(5),
+                nonlocalized=words(4),
+                options=[words(rng.randrange(1, 3)) for _ in range(4)],
+                answer=rng.randrange(4),
+                option_countries=["Egypt", "Morocco", WESTERN, "Spain"],
+            )
+        )
+    return items
+
+
+def _option_logprob(model: torch.nn.Module, tokenizer: object, prompt: str, option: str) -> float:
+    ids, n_choice = encode_pair(tokenizer, prompt, option)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits[:-1], dim=-1)
+    targets = torch.tensor(ids[1:])
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[-n_choice:].sum())
+
+
+def test_policy_model_rejects_the_models_own_preferred_wrong_option() -> None:
+    model, tokenizer = steerable_model("llama"), make_tokenizer()
+    items = _items()
+    choices = model_preferred_wrong(model, tokenizer, items)
+    for item in items:
+        for setting in ("localized", "nonlocalized"):
+            prompt = format_prompt(tokenizer, mcq_text(item, setting, "loglik"), "auto")
+            scores = [_option_logprob(model, tokenizer, prompt, o) for o in item.options]
+            wrong = [i for i in range(4) if i != item.answer]
+            assert choices[(item.id, setting)] == max(wrong, key=scores.__getitem__)
+    pairs = mcq_to_preferences(items, policy="model", model_choices=choices)
+    assert len(pairs) == 2 * len(items)
+    by_id = {item.id: item for item in items}
+    for pair in pairs:
+        item = by_id[pair.metadata["mcq_id"]]
+        assert pair.chosen == item.options[item.answer]
+        assert pair.rejected == item.options[choices[(item.id, pair.setting or "")]]
+    with pytest.raises(YapoError, match="model_choices"):
+        mcq_to_preferences(items, policy="model")
+
+
+def test_repetition_rate_counts_repeated_ngrams() -> None:
+    assert repetition_rate([1, 2, 3, 4, 5, 6]) == 0.0
+    assert repetition_rate([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 / 5)
+    assert repetition_rate([7] * 10) == pytest.approx(6 / 7)
+    assert repetition_rate([1, 2]) == 0.0
+
+
+def _point(multiplier: float, value: float, admissible: bool = True) -> dict[str, object]:
+    return {
+        "multiplier": multiplier,
+        "overall": {"mixed": {"value": value}},
+        "admissible": admissible,
+    }
+
+
+def test_choice_is_the_best_admissible_lambda_and_the_gentlest_on_ties() -> None:
+    points = [_point(0.0, 0.9), _point(1.0, 0.5), _point(2.0, 0.7), _point(4.0, 0.7)]
+    assert choose(points, "mixed")["multiplier"] == 2.0  # λ = 0 is never chosen
+    points.append(_point(8.0, 0.95, admissible=False))  # best, but not fluent
+    assert choose(points, "mixed")["multiplier"] == 2.0
+    none_ok = [_point(1.0, 0.5, False), _point(-0.5, 0.4, False)]
+    assert choose(none_ok, "mixed") == {"multiplier": -0.5, "admissible": False}
+
+
+def test_fluency_limits_rule_out_a_lambda() -> None:
+    config = SelectionConfig(max_nll_increase=1.0, max_repetition=0.5)
+    reference = Fluency(nll=3.0, repetition=0.0, empty=0, samples=[])
+    assert _admissible(Fluency(3.9, 0.1, 0, []), reference, config) == (True, None)
+    assert _admissible(Fluency(4.5, 0.1, 0, []), reference, config)[0] is False
+    assert _admissible(Fluency(3.0, 0.8, 0, []), reference, config)[0] is False
+    assert _admissible(Fluency(float("inf"), 1.0, 4, []), reference, config)[0] is False
+
+
+def test_bad_selection_settings_are_refused() -> None:
+    for bad in (
+        SelectionConfig(multipliers=()),
+        SelectionConfig(multipliers=(1.0, float("nan"))),
+        SelectionConfig(metric="pnlg"),
+    ):
+        with pytest.raises(YapoError):
+            bad.check()
+    with pytest.raises(YapoError, match="validation"):
+        CompareSettings(validation_fraction=0.0).check()
+
+
+def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    sae_dir = tmp_path / "sae"
+    make_sae("jumprelu").save(sae_dir)
+    items = load_demo_mcq(countries=["Egypt"], languages=["en"])
+    settings = CompareSettings(
+        methods=("caa", "bipo"),
+        model=str(saved_model_dir),
+        sae=str(sae_dir),
+        layer=1,
+        max_questions=10,
+        epochs=1,
+        validation_fraction=0.4,
+        selection=SelectionConfig(multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4),
+    )
+    first = tmp_path / "first"
+    run_comparison(items, first, settings, log=lambda _: None)
+    test_ids = {
+        json.loads(line)["id"]
+        for line in (first / "Egypt" / "test_items.jsonl").read_text().splitlines()
+    }
+    validation_ids = {
+        json.loads(line)["id"]
+        for line in (first / "Egypt" / "validation_items.jsonl").read_text().splitlines()
+    }
+    assert test_ids and validation_ids and not test_ids & validation_ids
+    # the test questions change (another correct answer); nothing else does
+    changed = [
+        replace(i, answer=(i.answer + 1) % len(i.options)) if i.id in test_ids else i for i in items
+    ]
+    second = tmp_path / "second"
+    run_comparison(changed, second, settings, log=lambda _: None)
+    one = json.loads((first / "Egypt" / "selection" / "sweep.json").read_text())
+    two = json.loads((second / "Egypt" / "selection" / "sweep.json").read_text())
+    assert one["selection"] == two["selection"]
+    for name in ("caa", "bipo"):
+        for mine, theirs in zip(one["methods"][name]["points"], two["methods"][name]["points"]):
+            mine.pop("throughput"), theirs.pop("throughput")  # seconds differ, nothing else
+            assert mine == theirs
+    summary = json.loads((first / "comparison.json").read_text())
+    assert set(summary["chosen_multipliers"]["Egypt"]) == {"caa", "bipo"}
+    evaluated = json.loads((first / "eval" / "results.json").read_text())
+    used = {c["condition"]["name"]: c["condition"]["multiplier"] for c in evaluated["conditions"]}
+    for name in ("caa", "bipo"):
+        assert used[name] == summary["chosen_multipliers"]["Egypt"][name]["multiplier"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["compare", "--data", "demo", "--validation-fraction", "0"], "validation"),
+        (["compare", "--data", "demo", "--select-grid", ","], "at least one multiplier"),
+        (["eval", "--data", "demo", "--multiplier", "auto"], "--validation-data"),
+        (["eval", "--data", "demo", "--multiplier", "nan"], "finite"),
+    ],
+)
+def test_cli_refuses_bad_strength_settings(
+    arguments: list[str], message: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "yapo.cli.main", *arguments, "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
