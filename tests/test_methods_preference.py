@@ -26,7 +26,13 @@ from yapo.methods.preference import (
 from yapo.methods.steering import DenseSteering, SparseSteering
 from yapo.vectors import SparseVector, load_vector, sparse_delta_reference
 
-FAST = {"learning_rate": 0.05, "lr_scale": 1.0, "warmup_steps": 1, "batch_size": 4, "progress": False}
+FAST = {
+    "learning_rate": 0.05,
+    "lr_scale": 1.0,
+    "warmup_steps": 1,
+    "batch_size": 4,
+    "progress": False,
+}
 
 
 def _train(method: str, arch: str = "llama", sae: Any = None, **kwargs: Any) -> Any:
@@ -110,7 +116,9 @@ def test_latents_that_never_fire_stay_exactly_zero() -> None:
 def _trainer(
     method: str, model: Any, sae: Any = None, multiplier: float = 1.0, **settings: Any
 ) -> PreferenceTrainer:
-    config = PreferenceConfig(learning_rate=0.05, lr_scale=1.0, warmup_steps=1, multiplier=multiplier, **settings)
+    config = PreferenceConfig(
+        learning_rate=0.05, lr_scale=1.0, warmup_steps=1, multiplier=multiplier, **settings
+    )
     steering = SparseSteering(sae, multiplier) if sae else DenseSteering(HIDDEN, multiplier)
     pairs = _tokenize(make_tokenizer(), tiny_pairs(12), 512, "auto")
     return PreferenceTrainer(model, 1, steering, pairs, 0, config, method=method, progress=False)

@@ -195,3 +195,28 @@ def test_cli_refuses_bad_strength_settings(
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+def test_paired_difference_is_the_mean_item_difference_with_a_joint_resample() -> None:
+    from yapo.evaluate.metrics import PairScore
+    from yapo.evaluate.paired import paired_difference
+
+    rng = random.Random(3)
+    base, other = [], []
+    for i in range(40):
+        country = "A" if i < 25 else "B"
+        b = (float(rng.random() < 0.4), float(rng.random() < 0.4))
+        o = (float(rng.random() < 0.6), float(rng.random() < 0.6))
+        base.append(PairScore(f"i{i}", country, "en", *b))
+        other.append(PairScore(f"i{i}", country, "en", *o))
+    got = paired_difference(base, other, "mixed", samples=500)
+
+    def mixed(scores: list[PairScore], country: str) -> float:
+        rows = [(p.localized + p.nonlocalized) / 2 for p in scores if p.country == country]
+        return sum(rows) / len(rows)
+
+    expected = sum(mixed(other, c) - mixed(base, c) for c in "AB") / 2
+    assert got.value == pytest.approx(expected)
+    assert got.low <= got.value <= got.high and got.high - got.low > 0
+    same = paired_difference(base, base, "rca", samples=200)
+    assert same.value == same.low == same.high == 0.0  # a condition against itself

@@ -21,6 +21,7 @@ from yapo.vectors import DenseVector, SparseVector, SteeringVector, VectorMeta, 
 __all__ = [
     "DEFAULT_MODEL",
     "SAE",
+    "SelectionConfig",
     "DenseVector",
     "MismatchError",
     "SparseVector",
@@ -34,6 +35,25 @@ __all__ = [
     "load_model",
     "load_sae",
     "load_vector",
+    "export_llamacpp",
+    "import_llamacpp",
     "resolve_layer",
+    "select_multipliers",
     "train",
 ]
+
+# Imported on first use: evaluation and export pull in more than steering needs.
+_LAZY = {
+    "SelectionConfig": "yapo.evaluate.selection",
+    "select_multipliers": "yapo.evaluate.selection",
+    "export_llamacpp": "yapo.export",
+    "import_llamacpp": "yapo.export",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'yapo' has no attribute {name!r}")

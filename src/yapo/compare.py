@@ -79,7 +79,7 @@ class CompareSettings:
     warmup_steps: int | None = None  # None: the trainer's default (a fraction of the run)
     learning_rate: float | None = None  # None: the trainer's (relative) default
     batch_size: int | None = None  # None: the trainer's default
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = 2  # the best-validation vector is kept anyway
     multiplier: float | str = "auto"  # a number, or "auto": chosen on validation
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     max_questions: int | None = None  # per country; None: all

@@ -266,10 +266,18 @@ def write_benchmark(result: BenchmarkResult, out: str | Path) -> Path:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     tables = result.tables()
-    write_json(folder / "results.json", result.to_json())
+    from yapo.evaluate.paired import paired_markdown, paired_table
+
+    options = result.settings.get("metrics") or {}
+    bootstrap = {k: options[k] for k in ("samples", "confidence", "seed") if k in options}
+    paired = paired_table(result.results, BASELINE, **bootstrap)
+    write_json(folder / "results.json", {**result.to_json(), "paired_vs_baseline": paired})
     write_json(folder / "tables.json", tables)
     header = f"# Evaluation of {result.model}\n\n"
-    write_text(folder / "tables.md", header + tables_markdown(tables))
+    body = tables_markdown(tables)
+    if paired:
+        body += "\n" + paired_markdown(paired, float(bootstrap.get("confidence", 0.95)))
+    write_text(folder / "tables.md", header + body)
     mcq_lines = [
         json.dumps({"condition": r.condition.name, **p.to_json()}, ensure_ascii=False)
         for r in result.results

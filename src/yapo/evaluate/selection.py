@@ -51,7 +51,7 @@ def _quiet(_message: str) -> None:
 class SelectionConfig:
     """How λ is chosen on validation questions (see the module docstring)."""
 
-    multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     metric: str = "mixed"
     max_nll_increase: float | None = 1.0  # nats/token over the unsteered continuations
     max_repetition: float | None = 0.5
