@@ -220,3 +220,51 @@ def test_paired_difference_is_the_mean_item_difference_with_a_joint_resample() -
     assert got.low <= got.value <= got.high and got.high - got.low > 0
     same = paired_difference(base, base, "rca", samples=200)
     assert same.value == same.low == same.high == 0.0  # a condition against itself
+
+
+def test_sweep_choose_writes_fluency_and_the_chosen_lambda(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from yapo.vectors import DenseVector
+
+    model = AutoModelForCausalLM.from_pretrained(saved_model_dir)
+    torch.manual_seed(0)
+    DenseVector.create(torch.randn(32), model, 1, method="bipo").save(tmp_path / "v")
+    out = tmp_path / "sweep"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yapo.cli.main",
+            "sweep",
+            "--model",
+            str(saved_model_dir),
+            "--data",
+            "demo",
+            "--countries",
+            "Egypt",
+            "--limit",
+            "4",
+            "--vector",
+            f"v={tmp_path / 'v'}",
+            "--multipliers",
+            "1,4",
+            "--choose",
+            "--fluency-prompts",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["selection"]["v"]["multiplier"] in (1.0, 4.0)
+    points = sweep["methods"]["v"]["points"]
+    assert [p["multiplier"] for p in points] == [0.0, 1.0, 4.0]
+    assert all("fluency" in p for p in points)
+    assert "chosen" in (out / "sweep.md").read_text()

@@ -517,12 +517,36 @@ def sweep_command(
     device: DeviceOption = None,
     strict: StrictOption = True,
     no_cache: NoCacheOption = False,
+    choose: Annotated[
+        bool,
+        typer.Option(
+            "--choose",
+            help="Also measure fluency at each λ and choose each vector's λ, as "
+            "--multiplier auto does (run it on validation questions, never the test ones).",
+        ),
+    ] = False,
+    max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
+    max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
+    fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    select_metric: SelectMetricOption = SELECTION.metric,
 ) -> None:
-    """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG)."""
+    """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG).
+
+    With --choose this is the λ selection of --multiplier auto on --data: fluency per λ,
+    the chosen λ per vector (λ = 0 is always measured as the reference)."""
     from yapo.evaluate.sweep import parse_multipliers, run_sweep, write_sweep
     from yapo.models import load_model
 
     grid = parse_multipliers(multipliers)
+    selection = None
+    if choose:
+        selection = selection_config(
+            ",".join(f"{m:g}" for m in grid if m != 0.0) or ",",
+            select_metric,
+            max_nll_increase,
+            max_repetition,
+            fluency_prompts,
+        )
     if not vector:
         raise YapoError("a sweep needs at least one --vector")
     mcq_config = _mcq_config(
@@ -533,18 +557,34 @@ def sweep_command(
     items = _select(items, countries, limit)
     vectors = load_vectors(vector, sae)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
-    result = run_sweep(
-        lm,
-        tokenizer,
-        items,
-        vectors,
-        grid,
-        direction=direction,
-        mcq_config=mcq_config,
-        metrics=metrics,
-        settings={"model_name": model, "data": data, "mcq_load_report": report},
-        log=_log,
-    )
+    if selection is not None:
+        from yapo.evaluate.selection import select_multipliers
+
+        result = select_multipliers(
+            lm,
+            tokenizer,
+            items,
+            vectors,
+            selection,
+            direction=direction,
+            mcq_config=mcq_config,
+            metrics=metrics,
+            log=_log,
+        )
+        result.settings.update({"model_name": model, "data": data, "mcq_load_report": report})
+    else:
+        result = run_sweep(
+            lm,
+            tokenizer,
+            items,
+            vectors,
+            grid,
+            direction=direction,
+            mcq_config=mcq_config,
+            metrics=metrics,
+            settings={"model_name": model, "data": data, "mcq_load_report": report},
+            log=_log,
+        )
     folder = write_sweep(result, out)
     typer.echo((folder / "sweep.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {folder}/sweep.json, sweep.md, sweep.png", err=True)
