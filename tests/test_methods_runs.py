@@ -35,8 +35,8 @@ def _run(out: Path, method: str = "bipo", **kwargs: Any) -> Any:
     return train(
         method,
         data=settings.pop("data", tiny_pairs(12)),
-        eval_data=tiny_pairs(4, seed=9),
-        model=make_model("llama"),
+        eval_data=settings.pop("eval_data", tiny_pairs(4, seed=9)),
+        model=settings.pop("model", None) or make_model("llama"),
         tokenizer=make_tokenizer(),
         layer=1,
         sae=make_sae() if method == "yapo" else None,
@@ -101,6 +101,40 @@ def test_killed_and_resumed_run_is_bit_identical(
     assert comparable(tmp_path / "cut" / "metrics.jsonl") == comparable(
         tmp_path / "whole" / "metrics.jsonl"
     )
+
+
+def test_resumed_run_makes_the_same_early_stopping_decisions(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.methods_support import steerable_model
+
+    # two validation pairs prefer the other answer: the validation loss rises, training stops
+    validation = [
+        replace(p, chosen=p.rejected, rejected=p.chosen) if i < 2 else p
+        for i, p in enumerate(tiny_pairs(8, seed=5))
+    ]
+    settings: dict[str, Any] = {
+        "epochs": 12,
+        "learning_rate": 0.1,
+        "schedule": "constant_with_warmup",
+        "early_stopping_patience": 2,
+        "eval_data": validation,
+    }
+    whole = _run(tmp_path / "whole", model=steerable_model(), **settings)
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert config["stopped_early"] is True and config["steps"] < 36  # it did stop early
+
+    def kill(record: dict[str, Any]) -> None:
+        if record["step"] == config["steps"] - 2:  # after the best, before the stop
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(tmp_path / "cut", model=steerable_model(), callbacks=[kill], **settings)
+    resumed = _run(tmp_path / "cut", model=steerable_model(), resume=True, **settings)
+    again = json.loads((tmp_path / "cut" / "config.json").read_text())
+    for key in ("steps", "best_step", "best_eval_loss", "stopped_early"):
+        assert again[key] == config[key]
+    assert torch.equal(resumed.vector.vector, whole.vector.vector)
 
 
 def test_resume_with_other_settings_and_reuse_are_refused(tmp_path: Path) -> None:
