@@ -83,6 +83,7 @@ class CompareSettings:
     multiplier: float | str = "auto"  # a number, or "auto": chosen on validation
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     max_questions: int | None = None  # per country; None: all
+    shared_lower: bool = True  # False: score every condition with a full forward (oracle)
     model: str = "default"
     sae: str = "default"
     layer: int | None = None  # None: the SAE's own layer (its hook_layer)
@@ -199,7 +200,7 @@ def run_comparison(
         run_benchmark,
         write_benchmark,
     )
-    from yapo.evaluate.mcq import McqRun
+    from yapo.evaluate.mcq import McqConfig, McqRun
     from yapo.evaluate.selection import select_multipliers
     from yapo.evaluate.sweep import write_sweep
     from yapo.models.loading import load_model
@@ -266,9 +267,12 @@ def run_comparison(
     run_folders: list[Path] = []
     sizes: dict[str, dict[str, int]] = {}
     chosen_multipliers: dict[str, dict[str, Any]] = {}
+    mcq_config = McqConfig(shared_lower=settings.shared_lower)
     for country, (train_items, validation_items, test_items) in splits.items():
-        pairs = _pairs(train_items, settings.pair_policy, model, tokenizer)
-        validation_pairs = _pairs(validation_items, settings.pair_policy, model, tokenizer)
+        pairs = _pairs(train_items, settings.pair_policy, model, tokenizer, mcq_config)
+        validation_pairs = _pairs(
+            validation_items, settings.pair_policy, model, tokenizer, mcq_config
+        )
         sizes[country] = {
             "train_items": len(train_items),
             "train_pairs": len(pairs),
@@ -328,7 +332,13 @@ def run_comparison(
         if settings.multiplier == "auto":
             log(f"compare: {country}: choosing λ on {len(validation_items)} validation items ...")
             selection = select_multipliers(
-                model, tokenizer, validation_items, vectors, settings.selection, log=log
+                model,
+                tokenizer,
+                validation_items,
+                vectors,
+                settings.selection,
+                mcq_config=mcq_config,
+                log=log,
             )
             run_folders.append(write_sweep(selection, country_dir / "selection"))
             assert selection.selection is not None
@@ -347,6 +357,7 @@ def run_comparison(
             tokenizer,
             conditions,
             mcq_items=test_items,
+            mcq_config=mcq_config,
             settings={"country": country, "layer": layer},
             log=log,
         )
@@ -391,7 +402,7 @@ _KEY_FILE = "comparison_key.json"
 
 
 def _pairs(
-    items: Sequence[CulturalMCQ], policy: str, model: Any, tokenizer: Any
+    items: Sequence[CulturalMCQ], policy: str, model: Any, tokenizer: Any, mcq_config: Any
 ) -> list[PreferencePair]:
     """Preference pairs of ``items`` under ``policy`` (``"model"`` asks the model)."""
     from yapo.data.cultural import mcq_to_preferences
@@ -402,7 +413,7 @@ def _pairs(
     if policy == "model":
         from yapo.evaluate.preferred import model_preferred_wrong
 
-        choices = model_preferred_wrong(model, tokenizer, items)
+        choices = model_preferred_wrong(model, tokenizer, items, mcq_config)
     return mcq_to_preferences(items, policy=policy, model_choices=choices)  # type: ignore[arg-type]
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from yapo.cli.options import NoCacheOption
 from yapo.errors import YapoError
 
 ModelOption = Annotated[
@@ -25,14 +26,6 @@ SaeOption = Annotated[
 ]
 BatchOption = Annotated[int, typer.Option(help="Items per forward pass.")]
 ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
-NoCacheOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-cache",
-        help="Score every multiplier with a full forward (the straightforward path) instead "
-        "of sharing one pass of the blocks below the vector's layer.",
-    ),
-]
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from yapo.cli.options import (
     MaxNllIncreaseOption,
     MaxRepetitionOption,
     MultiplierOption,
+    NoCacheOption,
     SelectGridOption,
     SelectMetricOption,
     parse_multiplier,
@@ -65,6 +66,7 @@ def demo_command(
     sae: SaeOption = "default",
     layer: LayerOption = None,
     quick: Annotated[bool, typer.Option(help="Reduced run (what CI does).")] = False,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Train YaPO, BiPO, CAA and SAS for one country and compare them with no steering."""
     from yapo.compare import parse_methods
@@ -80,6 +82,7 @@ def demo_command(
         "methods": parse_methods(methods),
         "multiplier": parse_multiplier(multiplier),
         "pair_policy": pair_policy,
+        "shared_lower": not no_cache,
         "model": model,
         "sae": sae,
         "layer": layer,
@@ -159,6 +162,7 @@ def compare_command(
     strict: Annotated[
         bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
     ] = True,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Per country: train each method on its training questions, compare on held-out ones."""
     from yapo.cli.evaluate import load_mcq_data
@@ -180,6 +184,7 @@ def compare_command(
             select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
         ),
         max_questions=questions,
+        shared_lower=not no_cache,
         model=model,
         sae=sae,
         layer=layer,

@@ -14,6 +14,7 @@ from yapo.cli.options import (
     MaxNllIncreaseOption,
     MaxRepetitionOption,
     MultiplierOption,
+    NoCacheOption,
     SelectGridOption,
     SelectMetricOption,
     parse_multiplier,
@@ -67,13 +68,6 @@ DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | floa
 DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
 StrictOption = Annotated[
     bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
-]
-NoCacheOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-cache",
-        help="Score every condition with a full forward (the straightforward path) instead of sharing one pass of the blocks below the vectors' layer.",
-    ),
 ]
 
 

@@ -46,6 +46,14 @@ MaxRepetitionOption = Annotated[
         "(negative: no limit)."
     ),
 ]
+NoCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Score every condition with a full forward (the straightforward path, the "
+        "oracle) instead of sharing one pass of the blocks below the vectors' layer.",
+    ),
+]
 FluencyPromptsOption = Annotated[
     int, typer.Option(help="Validation prompts generated per λ to measure fluency (0: none).")
 ]

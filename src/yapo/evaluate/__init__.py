@@ -19,17 +19,20 @@ from yapo.evaluate.benchmark import (
     run_benchmark,
     write_benchmark,
 )
-from yapo.evaluate.mcq import McqConfig, McqPrediction, McqRun, run_mcq
+from yapo.evaluate.conditions import ConditionScores, Steer, score_conditions
+from yapo.evaluate.mcq import McqConfig, McqPrediction, McqRun, run_mcq, run_mcq_conditions
 from yapo.evaluate.metrics import MetricsSummary, PairScore, pnlg, rca, summarize
 from yapo.evaluate.openended import OpenConfig, OpenRun, run_open
 from yapo.evaluate.parsing import parse_boxed_answer
 from yapo.evaluate.scoring import Throughput, score_choices, score_choices_with_stats
+from yapo.evaluate.selection import SelectionConfig, select_multipliers
 from yapo.evaluate.sweep import SweepResult, parse_multipliers, run_sweep, write_sweep
 
 __all__ = [
     "BASELINE",
     "BenchmarkResult",
     "Condition",
+    "ConditionScores",
     "McqConfig",
     "McqPrediction",
     "McqRun",
@@ -38,6 +41,8 @@ __all__ = [
     "OpenConfig",
     "OpenRun",
     "PairScore",
+    "SelectionConfig",
+    "Steer",
     "SweepResult",
     "Throughput",
     "make_conditions",
@@ -47,10 +52,13 @@ __all__ = [
     "rca",
     "run_benchmark",
     "run_mcq",
+    "run_mcq_conditions",
     "run_open",
     "run_sweep",
     "score_choices",
     "score_choices_with_stats",
+    "score_conditions",
+    "select_multipliers",
     "summarize",
     "write_benchmark",
     "write_sweep",
