@@ -263,8 +263,9 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
     for index, (folder, sweep) in enumerate(found.sweeps):
         image = target / f"sweep-{index}-{_slug(folder.name)}.png"
         plot_sweep(sweep, image)
+        title = "λ chosen on validation questions" if sweep.get("selection") else "Sweep"
         parts += [
-            f"## Sweep: `{folder}`",
+            f"## {title}: `{folder}`",
             "",
             f"![λ sweep]({image.name})",
             "",
