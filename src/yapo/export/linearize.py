@@ -1,6 +1,6 @@
 """A dense stand-in for a sparse (SAE-space) vector, with its measured error.
 
-A sparse vector's edit depends on ``h`` (DESIGN.md's identity, ``u = d·λ·v``)::
+A sparse vector's edit depends on ``h`` (the identity in docs/design.md, ``u = d·λ·v``)::
 
     δ(h) = u⁺·W_dec − Σ_{i: u_i<0} min(s_i(h), −u_i)·W_dec[i]
 
