@@ -52,6 +52,7 @@ from yapo.evaluate.scoring import (
     Throughput,
     encode_rows,
     input_device,
+    left_pad,
     pad_token_id,
     prompt_batches,
     row_batches,
@@ -245,16 +246,6 @@ def _new_cache(model: nn.Module) -> Any:
     return cache
 
 
-def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, sequence in enumerate(sequences):
-        ids[i, width - len(sequence) :] = torch.tensor(sequence)
-        mask[i, width - len(sequence) :] = 1
-    return ids, mask
-
-
 def _positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
@@ -290,7 +281,7 @@ def _lower_prefix(
     """Blocks ``0..L`` once for these prompts and their option rows (unsteered)."""
     rows = [row for group in groups for row in group]
     prefixes = [g[0].ids[: len(g[0].ids) - g[0].n_choice - 1] for g in groups]
-    prefix_ids, prefix_mask = _left_pad(prefixes, pad_id)
+    prefix_ids, prefix_mask = left_pad(prefixes, pad_id)
     positions = _positions(prefix_mask)
     cache = _new_cache(split.model)
     states = split.lower(
@@ -340,7 +331,7 @@ def _lower_prefix(
 def _lower_whole(
     split: LayerSplit, rows: list[ChoiceRow], pad_id: int, device: torch.device
 ) -> _Shared:
-    ids, mask = _left_pad([row.ids for row in rows], pad_id)
+    ids, mask = left_pad([row.ids for row in rows], pad_id)
     positions = _positions(mask)
     states = split.lower(ids.to(device), mask.to(device), position_ids=positions.to(device))
     return _Shared(

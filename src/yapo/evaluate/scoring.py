@@ -193,6 +193,17 @@ def _cacheable(cache: Any) -> bool:
     return cache is not None and callable(getattr(cache, "batch_select_indices", None))
 
 
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask of ``sequences``, padded on the left to one width."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, width - len(sequence) :] = torch.tensor(sequence)
+        mask[i, width - len(sequence) :] = 1
+    return ids, mask
+
+
 def score_prompt_batch(
     model: nn.Module,
     prompts: list[list[ChoiceRow]],
@@ -207,12 +218,7 @@ def score_prompt_batch(
     (the caller then scores whole rows).
     """
     prefixes = [group[0].ids[: len(group[0].ids) - group[0].n_choice - 1] for group in prompts]
-    width = max(len(p) for p in prefixes)
-    prefix_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for b, prefix in enumerate(prefixes):
-        prefix_ids[b, width - len(prefix) :] = torch.tensor(prefix)
-        prefix_mask[b, width - len(prefix) :] = 1
+    prefix_ids, prefix_mask = left_pad(prefixes, pad_id)
     kwargs: dict[str, Any] = {
         "input_ids": prefix_ids.to(device),
         "attention_mask": prefix_mask.to(device),
