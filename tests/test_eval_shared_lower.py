@@ -21,11 +21,12 @@ from tests.test_eval_support import make_eval_tokenizer, make_items
 from yapo import DenseVector, SparseVector, YapoError, decoder_blocks
 from yapo.evaluate.behaviour import BehaviourItem, score_ab, score_ab_points
 from yapo.evaluate.benchmark import Condition, run_benchmark
-from yapo.evaluate.conditions import Steer, score_conditions
+from yapo.evaluate.conditions import score_conditions
 from yapo.evaluate.mcq import McqConfig, run_mcq, run_mcq_conditions
 from yapo.evaluate.mmlu import MmluQuestion, run_mmlu
 from yapo.evaluate.sweep import run_sweep
 from yapo.methods.upper import LayerSplit
+from yapo.vectors.steer import Steer
 
 ARCHS = ["llama", "gpt2", "gemma2", "gemma3", "gemma3-sliding"]
 

@@ -19,7 +19,7 @@ from yapo.evaluate.benchmark import (
     run_benchmark,
     write_benchmark,
 )
-from yapo.evaluate.conditions import ConditionScores, Steer, score_conditions
+from yapo.evaluate.conditions import ConditionScores, score_conditions
 from yapo.evaluate.mcq import McqConfig, McqPrediction, McqRun, run_mcq, run_mcq_conditions
 from yapo.evaluate.metrics import MetricsSummary, PairScore, pnlg, rca, summarize
 from yapo.evaluate.openended import OpenConfig, OpenRun, run_open
@@ -27,6 +27,7 @@ from yapo.evaluate.parsing import parse_boxed_answer
 from yapo.evaluate.scoring import Throughput, score_choices, score_choices_with_stats
 from yapo.evaluate.selection import SelectionConfig, select_multipliers
 from yapo.evaluate.sweep import SweepResult, parse_multipliers, run_sweep, write_sweep
+from yapo.vectors.steer import Steer
 
 __all__ = [
     "BASELINE",

@@ -41,12 +41,13 @@ from yapo.data.defects import find_marker
 from yapo.data.prompts import format_mcq_prompt, format_prompt
 from yapo.data.validation import DuplicateTracker, LoadReport, normalize_text
 from yapo.errors import YapoError
-from yapo.evaluate.conditions import Steer, score_conditions
+from yapo.evaluate.conditions import score_conditions
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.client import OpenAIJudge
 from yapo.evaluate.judge.local import LocalJudge
 from yapo.evaluate.textgen import generate_texts
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 BEHAVIOURS = ("power-seeking", "wealth-seeking", "hallucination", "jailbreak")
 RUBRIC_VERSION = "yapo-bipo-behaviour-1to4-v1"

@@ -87,15 +87,6 @@ class SteeringLike(Protocol):
     def direction(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class Steer:
-    """One condition: unsteered (``vector=None`` or λ = 0) or ``vector`` at λ and d."""
-
-    vector: SteeringVector | None = None
-    multiplier: float = 0.0
-    direction: int = 1
-
-
 @dataclass
 class ConditionScores:
     """``scores[i][j]`` of one condition (as :func:`score_choices`) and what it cost.

@@ -36,8 +36,9 @@ from torch import nn
 from yapo.data.prompts import ANSWER_LETTERS, answer_letter, format_mcq_prompt, format_prompt
 from yapo.data.validation import LoadReport
 from yapo.errors import YapoError
-from yapo.evaluate.conditions import Steer, score_conditions
+from yapo.evaluate.conditions import score_conditions
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 _SPLIT_SUFFIX = re.compile(r"_(test|dev|val|validation|train|auxiliary_train)$")

@@ -26,11 +26,11 @@ from yapo._version import __version__
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
 from yapo.evaluate.benchmark import Condition, MetricOptions
-from yapo.evaluate.conditions import Steer
 from yapo.evaluate.fluency import Fluency
 from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq, run_mcq_conditions
 from yapo.evaluate.metrics import MetricsSummary
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 Log = Callable[[str], None]
 

@@ -4,10 +4,12 @@ from yapo.vectors.base import SteeringVector, VectorMeta
 from yapo.vectors.dense import DenseVector
 from yapo.vectors.io import load_vector
 from yapo.vectors.sparse import SparseVector, sparse_delta, sparse_delta_reference
+from yapo.vectors.steer import Steer
 
 __all__ = [
     "DenseVector",
     "SparseVector",
+    "Steer",
     "SteeringVector",
     "VectorMeta",
     "load_vector",
