@@ -133,7 +133,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from yapo.data.prompts import answer_token_ids, format_mcq_prompt, format_prompt
-    from yapo.methods.upper import LayerSplit
+    from yapo.intervene import LayerSplit
     from yapo.models import load_model
     from yapo.sae import load_sae
     from yapo.vectors import load_vector

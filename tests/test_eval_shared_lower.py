@@ -25,7 +25,7 @@ from yapo.evaluate.conditions import score_conditions
 from yapo.evaluate.mcq import McqConfig, run_mcq, run_mcq_conditions
 from yapo.evaluate.mmlu import MmluQuestion, run_mmlu
 from yapo.evaluate.sweep import run_sweep
-from yapo.methods.upper import LayerSplit
+from yapo.intervene import LayerSplit
 from yapo.vectors.steer import Steer
 
 ARCHS = ["llama", "gpt2", "gemma2", "gemma3", "gemma3-sliding"]

@@ -23,7 +23,7 @@ from tests.methods_support import steerable_model, tiny_pairs
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
-from yapo.hooks import add_to_layer
+from yapo.intervene import add_to_layer
 from yapo.methods import PreferenceConfig, train
 from yapo.methods.api import _tokenize
 from yapo.methods.batches import BatchCodes, collate

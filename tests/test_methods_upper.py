@@ -7,14 +7,13 @@ import torch
 from tests.conftest import ARCHITECTURES, LAYERS, VOCAB, make_model
 
 from yapo.errors import YapoError
-from yapo.hooks import add_to_layer
+from yapo.intervene import LayerSplit, add_to_layer
 from yapo.methods.logprobs import (
     ResponseIndex,
     check_split_exact,
     full_logprobs,
     split_logprobs,
 )
-from yapo.methods.upper import LayerSplit
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

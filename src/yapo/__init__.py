@@ -12,7 +12,7 @@ The small public surface::
 from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.generation import generate
-from yapo.hooks import add_to_layer
+from yapo.intervene import add_to_layer
 from yapo.methods import train
 from yapo.models import DEFAULT_MODEL, decoder_blocks, load_model, resolve_layer
 from yapo.sae import SAE, load_sae

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from yapo.hooks import Positions
+from yapo.intervene import Positions
 from yapo.vectors.base import SteeringVector
 
 

@@ -39,8 +39,8 @@ from yapo.analysis.projection import (
     top_indices,
 )
 from yapo.errors import YapoError
-from yapo.evaluate.scoring import input_device
-from yapo.models.layers import decoder_blocks, resolve_layer
+from yapo.intervene import input_device, run_to_layer
+from yapo.models.layers import resolve_layer
 from yapo.sae.model import SAE
 from yapo.vectors.base import SteeringVector
 from yapo.vectors.sparse import SparseVector
@@ -160,35 +160,106 @@ def read_corpus(paths: Sequence[str | Path], field_name: str | None = None) -> l
     return documents
 
 
-class _Stop(Exception):
-    """Raised by the capture hook: blocks above the vector's layer are not needed."""
-
-
-def _layer_states(model: nn.Module, layer: int, batch: dict[str, Tensor]) -> Tensor:
-    """Output of block ``layer`` for a tokenized batch, without running the blocks above."""
-    block = decoder_blocks(model)[layer]
-    captured: list[Tensor] = []
-
-    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-        raise _Stop
-
-    handle = block.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(**batch, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not captured:  # pragma: no cover - the hook always fires
-        raise YapoError(f"block {layer} did not run")
-    return captured[0]
-
-
 def _batches(items: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[str]]]:
     for start in range(0, len(items), size):
         yield start, items[start : start + size]
+
+
+@dataclass
+class _Batch:
+    """One tokenized batch of documents and the chosen latents' codes at every token."""
+
+    ids: Tensor  # (B, T)
+    valid: Tensor  # (B, T) bool: real tokens, special tokens left out if asked
+    acts: Tensor  # (B, T, k) float32 on the CPU, zero where not valid
+
+
+def _encode_batch(
+    model: nn.Module,
+    tokenizer: Any,
+    sae: SAE,
+    layer: int,
+    texts: Sequence[str],
+    chosen: Tensor,
+    special: set[int],
+    max_length: int,
+) -> _Batch:
+    """Run the model up to ``layer`` on ``texts`` and encode the ``chosen`` latents."""
+    batch = tokenizer(
+        list(texts),
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    ids = batch["input_ids"]
+    valid = batch["attention_mask"].bool()
+    if special:
+        valid &= ~torch.isin(ids, torch.tensor(sorted(special)))
+    device = input_device(model)
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    states, _ = run_to_layer(model, layer, **inputs, use_cache=False)
+    with torch.no_grad():
+        acts = sae.encode_latents(states, chosen).float().cpu()  # (B, T, k)
+    return _Batch(ids, valid, acts.masked_fill(~valid.unsqueeze(-1), 0.0))
+
+
+class _Tally:
+    """Running counts, sums, maxima and best contexts of each chosen latent.
+
+    Kept apart from the model loop so that a batch's contribution is one call and the
+    per-document context ranking (one context per document, the ``top_n`` strongest)
+    lives in one place.
+    """
+
+    def __init__(self, n_latents: int, top_n: int, window: int) -> None:
+        self.counts = torch.zeros(n_latents, dtype=torch.long)
+        self.sums = torch.zeros(n_latents, dtype=torch.float64)
+        self.maxima = torch.zeros(n_latents)
+        self.best: list[list[Context]] = [[] for _ in range(n_latents)]
+        self.tokens = 0
+        self.top_n = top_n
+        self.window = window
+
+    def add(self, tokenizer: Any, batch: _Batch, first_document: int) -> None:
+        acts, valid = batch.acts, batch.valid
+        self.tokens += int(valid.sum())
+        active = (acts > 0) & valid.unsqueeze(-1)
+        self.counts += active.sum(dim=(0, 1))
+        self.sums += acts.sum(dim=(0, 1)).double()
+        self.maxima = torch.maximum(self.maxima, acts.amax(dim=(0, 1)))
+        peak, where = acts.max(dim=1)  # per document: (B, k)
+        for j, row in enumerate(self.best):
+            for b in range(acts.shape[0]):
+                value = float(peak[b, j])
+                if value <= 0:
+                    continue
+                if len(row) >= self.top_n and value <= row[-1].activation:
+                    continue
+                row.append(
+                    _context(
+                        tokenizer,
+                        batch.ids[b],
+                        valid[b],
+                        acts[b, :, j],
+                        int(where[b, j]),
+                        first_document + b,
+                        self.window,
+                    )
+                )
+                row.sort(key=lambda c: -c.activation)
+                del row[self.top_n :]
+
+    def activity(self, j: int, latent: int) -> LatentActivity:
+        active_count = int(self.counts[j])
+        return LatentActivity(
+            index=int(latent),
+            density=active_count / self.tokens if self.tokens else 0.0,
+            active_tokens=active_count,
+            max_activation=float(self.maxima[j]),
+            mean_when_active=float(self.sums[j]) / active_count if active_count else 0.0,
+            contexts=self.best[j],
+        )
 
 
 def latent_activity(
@@ -213,82 +284,32 @@ def latent_activity(
     if not latents:
         raise YapoError("no latents to look for in the corpus")
     index = resolve_layer(model, layer)
-    device = input_device(model)
     chosen = torch.tensor(list(latents), dtype=torch.long, device=sae.W_enc.device)
     special = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
-    counts = torch.zeros(len(latents), dtype=torch.long)
-    sums = torch.zeros(len(latents), dtype=torch.float64)
-    maxima = torch.zeros(len(latents))
-    best: list[list[Context]] = [[] for _ in latents]
-    total_tokens = 0
+    tally = _Tally(len(latents), top_n, window)
     start_time = time.perf_counter()
     previous_side = getattr(tokenizer, "padding_side", "right")
     tokenizer.padding_side = "right"
     try:
         for start, texts in _batches(documents, batch_size):
-            batch = tokenizer(
-                list(texts),
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_length,
+            batch = _encode_batch(
+                model,
+                tokenizer,
+                sae,
+                index,
+                texts,
+                chosen,
+                special if skip_special else set(),
+                max_length,
             )
-            ids = batch["input_ids"]
-            valid = batch["attention_mask"].bool()
-            if skip_special and special:
-                valid &= ~torch.isin(ids, torch.tensor(sorted(special)))
-            inputs = {
-                k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")
-            }
-            states = _layer_states(model, index, inputs)
-            with torch.no_grad():
-                acts = sae.encode_latents(states, chosen).float().cpu()  # (B, T, k)
-            acts = acts.masked_fill(~valid.unsqueeze(-1), 0.0)
-            total_tokens += int(valid.sum())
-            active = (acts > 0) & valid.unsqueeze(-1)
-            counts += active.sum(dim=(0, 1))
-            sums += acts.sum(dim=(0, 1)).double()
-            maxima = torch.maximum(maxima, acts.amax(dim=(0, 1)))
-            peak, where = acts.max(dim=1)  # per document: (B, k)
-            for j in range(len(latents)):
-                for b in range(acts.shape[0]):
-                    value = float(peak[b, j])
-                    if value <= 0:
-                        continue
-                    row = best[j]
-                    if len(row) >= top_n and value <= row[-1].activation:
-                        continue
-                    row.append(
-                        _context(
-                            tokenizer,
-                            ids[b],
-                            valid[b],
-                            acts[b, :, j],
-                            int(where[b, j]),
-                            start + b,
-                            window,
-                        )
-                    )
-                    row.sort(key=lambda c: -c.activation)
-                    del row[top_n:]
+            tally.add(tokenizer, batch, start)
     finally:
         tokenizer.padding_side = previous_side
-    result = {}
-    for j, latent in enumerate(latents):
-        active_count = int(counts[j])
-        result[int(latent)] = LatentActivity(
-            index=int(latent),
-            density=active_count / total_tokens if total_tokens else 0.0,
-            active_tokens=active_count,
-            max_activation=float(maxima[j]),
-            mean_when_active=float(sums[j]) / active_count if active_count else 0.0,
-            contexts=best[j],
-        )
     return CorpusActivity(
         documents=len(documents),
-        tokens=total_tokens,
+        tokens=tally.tokens,
         layer=index,
-        latents=result,
+        latents={int(latent): tally.activity(j, latent) for j, latent in enumerate(latents)},
         seconds=time.perf_counter() - start_time,
     )
 

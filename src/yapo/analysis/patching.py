@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import math
 import operator
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,8 +54,15 @@ from torch import Tensor, nn
 from yapo._io import atomic_path, write_json
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
-from yapo.evaluate.scoring import encode_pair, input_device
-from yapo.models.layers import decoder_blocks, num_layers, resolve_layer
+from yapo.evaluate.scoring import encode_pair
+from yapo.intervene import (
+    cache_argument,
+    input_device,
+    record_states,
+    replace_state,
+    supports_logits_to_keep,
+)
+from yapo.models.layers import num_layers, resolve_layer
 
 RECOVERY_THRESHOLD = 0.5
 MAX_LOGITS = 2**26  # floats of logits held at once (256 MiB)
@@ -145,74 +151,7 @@ def encode_prompt_options(
     return [int(i) for i in context], options
 
 
-# ------------------------------------------------------------------- hooks
-def _split(output: Any) -> tuple[Tensor, tuple[Any, ...] | None]:
-    if isinstance(output, Tensor):
-        return output, None
-    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-        return output[0], tuple(output[1:])
-    raise YapoError(f"cannot patch a block whose output is {type(output).__name__}")
-
-
-@contextlib.contextmanager
-def replace_state(
-    model: nn.Module, layer: int, rows: Tensor, column: int, values: Tensor
-) -> Iterator[None]:
-    """While active, block ``layer`` outputs ``values[i]`` at ``(rows[i], column)``.
-
-    A replacement, not an addition, so the patched state is bit-for-bit the source
-    state. Registered first (``prepend``) so that recorded states show it.
-    """
-    block = decoder_blocks(model)[resolve_layer(model, layer)]
-
-    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-        hidden, rest = _split(output)
-        patched = hidden.clone()
-        patched[rows.to(hidden.device), column] = values.to(
-            device=hidden.device, dtype=hidden.dtype
-        )
-        return patched if rest is None else (patched, *rest)
-
-    handle = block.register_forward_hook(hook, prepend=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def record_states(model: nn.Module, column: int) -> Iterator[list[Tensor]]:
-    """Collect every decoder block's output at ``column`` (in block order), ``(rows, d)`` each.
-
-    Read from the blocks themselves rather than ``output_hidden_states``, whose last
-    entry Hugging Face models give *after* the final norm, not as block ``N-1``'s output.
-    Registered last, so it sees the state after any patching or steering hook.
-    """
-    blocks = decoder_blocks(model)
-    recorded: list[Tensor] = [torch.empty(0)] * len(blocks)
-
-    def make_hook(index: int) -> Callable[..., None]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            recorded[index] = _split(output)[0][:, column].detach()
-
-        return hook
-
-    handles = [block.register_forward_hook(make_hook(i)) for i, block in enumerate(blocks)]
-    try:
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 # ------------------------------------------------------------- forwards
-def _supports_logits_to_keep(model: nn.Module) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
-        return False
-
-
 def _vocab_size(model: nn.Module) -> int:
     head = getattr(model, "get_output_embeddings", lambda: None)()
     weight = getattr(head, "weight", None)
@@ -261,8 +200,8 @@ def _continuation_scores(
         "use_cache": past is not None,
     }
     if past is not None:
-        kwargs["past_key_values"] = past
-    if _supports_logits_to_keep(model):
+        kwargs[cache_argument(model)] = past
+    if supports_logits_to_keep(model):
         kwargs["logits_to_keep"] = keep
     logits = model(**kwargs).logits[:, -keep:]
     scores = torch.zeros(chunk.shape[0])

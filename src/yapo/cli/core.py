@@ -43,7 +43,7 @@ def generate_command(
     """Generate text, optionally steered by a vector."""
     from yapo.errors import YapoError
     from yapo.generation import generate
-    from yapo.hooks import POSITIONS
+    from yapo.intervene import POSITIONS
     from yapo.models import load_model
     from yapo.sae import load_sae
     from yapo.vectors import load_vector

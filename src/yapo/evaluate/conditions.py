@@ -51,7 +51,6 @@ from yapo.evaluate.scoring import (
     ChoiceRow,
     Throughput,
     encode_rows,
-    input_device,
     left_pad,
     pad_token_id,
     prompt_batches,
@@ -62,9 +61,8 @@ from yapo.evaluate.scoring import (
     score_rows,
     split_prefix_rows,
     steering,
-    supports_logits_to_keep,
 )
-from yapo.methods.upper import LayerSplit
+from yapo.intervene import LayerSplit, input_device, supports_logits_to_keep
 from yapo.models.layers import resolve_layer
 from yapo.vectors.base import SteeringVector
 

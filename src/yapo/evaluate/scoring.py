@@ -32,7 +32,6 @@ check both paths against an unbatched forward on several architectures.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 
 from yapo.data.prompts import tokenize_pair
 from yapo.errors import YapoError
+from yapo.intervene import cache_argument, input_device, supports_logits_to_keep
 from yapo.vectors.base import SteeringVector
 
 _NO_TRUNCATION = 1 << 40
@@ -87,16 +87,6 @@ class ChoiceRow:
     choice_index: int
 
 
-def input_device(model: nn.Module) -> torch.device:
-    """The device the model's input embeddings live on (works with ``device_map``)."""
-    get = getattr(model, "get_input_embeddings", None)
-    embeddings = get() if callable(get) else None
-    if isinstance(embeddings, nn.Module):
-        for parameter in embeddings.parameters():
-            return parameter.device
-    return next(model.parameters()).device
-
-
 def starts_with_bos(tokenizer: Any, text: str) -> bool:
     """Whether ``text`` already carries the BOS marker (e.g. from a chat template)."""
     bos = getattr(tokenizer, "bos_token", None)
@@ -118,23 +108,6 @@ def encode_pair(tokenizer: Any, prompt: str, choice: str) -> tuple[list[int], in
             "token of a choice has nothing to be predicted from; give a non-empty prompt"
         )
     return ids, n_choice
-
-
-def supports_logits_to_keep(model: nn.Module) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
-        return False
-
-
-def cache_argument(model: nn.Module) -> str:
-    """The name of a forward's key/value cache argument: ``cache`` in recent transformers,
-    ``past_key_values`` before (and a deprecated alias since)."""
-    try:
-        names = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
-        return "past_key_values"
-    return "cache" if "cache" in names else "past_key_values"
 
 
 def steering(

@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo.errors import YapoError
-from yapo.evaluate.scoring import Throughput, input_device, starts_with_bos, steering
+from yapo.evaluate.scoring import Throughput, starts_with_bos, steering
+from yapo.intervene import input_device
 from yapo.vectors.base import SteeringVector
 
 

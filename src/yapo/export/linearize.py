@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
+from yapo.intervene import input_device
 from yapo.vectors.sparse import SparseVector
 
 LinearizeMethod = Literal["mean", "positive"]
@@ -63,7 +64,7 @@ def layer_states(
     """Unsteered outputs of block ``layer`` at every non-padding position, ``(N, d)`` float32."""
     if not texts:
         raise YapoError("need at least one text to measure a linearization on")
-    device = next(model.parameters()).device
+    device = input_device(model)
     rows = []
     with torch.no_grad():
         for text in texts:  # one at a time: no padding to mask, memory stays small

@@ -80,7 +80,7 @@ def register() -> type:
             tokenizer: Any = None,
             **kwargs: Any,
         ) -> None:
-            from yapo.hooks import POSITIONS
+            from yapo.intervene import POSITIONS
             from yapo.models import load_model
 
             if positions not in POSITIONS:

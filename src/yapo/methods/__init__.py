@@ -16,12 +16,10 @@ from yapo.methods.preference import (
 )
 from yapo.methods.sas import train_sas
 from yapo.methods.steering import DenseSteering, SparseSteering, Steering
-from yapo.methods.upper import LayerSplit
 
 __all__ = [
     "METHODS",
     "DenseSteering",
-    "LayerSplit",
     "PreferenceConfig",
     "PreferenceTrainer",
     "SparseSteering",

@@ -23,6 +23,7 @@ from torch import nn
 from yapo._version import __version__
 from yapo.data.records import PreferencePair
 from yapo.errors import MismatchError, YapoError
+from yapo.intervene import input_device
 from yapo.methods.batches import TokenizedPair, tokenize_pairs
 from yapo.methods.caa import ANSWER_POSITIONS, AnswerPosition, train_caa
 from yapo.methods.distributed import Processes, current_processes
@@ -31,7 +32,6 @@ from yapo.methods.preference import (
     PreferenceTrainer,
     StepCallback,
     TrainResult,
-    model_device,
 )
 from yapo.methods.runs import DATA_DIGEST, EVAL_DATA_DIGEST, RunFolder, pairs_digest
 from yapo.methods.sas import train_sas
@@ -73,7 +73,7 @@ def _resolve_sae(sae: str | SAE | None, model_name: str, model: nn.Module) -> SA
     loaded = load_sae(sae) if isinstance(sae, str) else sae
     check_sae_fits_model(loaded, model)
     loaded.requires_grad_(False)
-    return loaded.to(model_device(model))
+    return loaded.to(input_device(model))
 
 
 def _resolve_layer(layer: int | None, sae: SAE | None, model: nn.Module) -> int:

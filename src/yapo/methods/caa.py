@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
+from yapo.intervene import LayerSplit, input_device
 from yapo.methods.batches import TokenizedPair, TokenizedSequence, collate
-from yapo.methods.preference import frozen, model_device
-from yapo.methods.upper import LayerSplit
+from yapo.methods.preference import frozen
 from yapo.vectors.dense import DenseVector
 
 AnswerPosition = Literal["last", "first", "eos", "mean"]
@@ -74,7 +74,7 @@ def contrast(
     if not pairs:
         raise YapoError("no training pairs")
     split = LayerSplit(model, layer)
-    device = model_device(model)
+    device = input_device(model)
     chosen, rejected = [], []
     with frozen(model):
         for start in range(0, len(pairs), batch_size):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
-from yapo.methods.upper import LayerSplit
+from yapo.intervene import LayerSplit
 
 HEAD_CHUNK = 128  # rows of logits computed at once when no gradient is needed
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from yapo._finite import finite_problem
 from yapo.errors import YapoError
-from yapo.hooks import add_to_layer
+from yapo.intervene import LayerSplit, add_to_layer, input_device
 from yapo.methods.batches import Batch, SequenceCache, SparseCode, TokenizedPair, collate
 from yapo.methods.distributed import Processes
 from yapo.methods.early_stopping import BestTracker
@@ -53,7 +53,6 @@ from yapo.methods.runs import RunFolder
 from yapo.methods.scale import ScaleMeter, StepSize, check_scale, response_rows
 from yapo.methods.state import capture, restore
 from yapo.methods.steering import SparseSteering, Steering
-from yapo.methods.upper import LayerSplit
 from yapo.vectors.base import SteeringVector
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -199,10 +198,6 @@ def frozen(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 class PreferenceTrainer:
     """Trains ``steering.vector`` on tokenized preference pairs (see module docstring)."""
 
@@ -229,7 +224,7 @@ class PreferenceTrainer:
         self.model = model
         self.split = LayerSplit(model, layer)
         self.layer = self.split.layer
-        self.device = model_device(model)
+        self.device = input_device(model)
         self.steering = steering.to(self.device)
         self.train_pairs = list(train_pairs)
         self.eval_pairs = list(eval_pairs)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from yapo.intervene import input_device
 from yapo.serve.protocol import GenerationRequest, RequestError, SteeringSpec
 from yapo.vectors.base import SteeringVector
 
@@ -77,7 +78,7 @@ class Engine:
         self.vectors = dict(vectors)
         self.model_id = model_id
         self.lock = threading.Lock()
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
 
     # ------------------------------------------------------------------ requests
     def resolve(self, specs: list[SteeringSpec]) -> list[tuple[SteeringVector, SteeringSpec]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from yapo.hooks import POSITIONS, Positions
+from yapo.intervene import POSITIONS, Positions
 
 STEERING_KEYS = ("vector", "multiplier", "direction", "positions")
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
-from yapo.hooks import POSITIONS, Positions
+from yapo.intervene import POSITIONS, Positions
 from yapo.vectors.base import SteeringVector
 
 
@@ -27,7 +27,7 @@ class Steer:
     ``vector`` is ``None`` or λ is 0.
 
     ``direction`` is the paper's d in {-1, +1} (-1 steers away from the behaviour);
-    ``positions`` is ``all``, ``prompt`` or ``generated`` (see :mod:`yapo.hooks`).
+    ``positions`` is ``all``, ``prompt`` or ``generated`` (see :mod:`yapo.intervene.positions`).
     """
 
     vector: SteeringVector | None = None

@@ -35,37 +35,18 @@ from torch import Tensor, nn
 
 from yapo._io import atomic_path, write_json
 from yapo.errors import YapoError
-from yapo.models.layers import decoder_blocks, hidden_size, resolve_layer
-
-
-class _ReachedLayer(Exception):
-    """Raised by the capture hook to stop the forward pass right after block ``L``."""
-
-    def __init__(self, hidden: Tensor) -> None:
-        super().__init__("reached the requested layer")
-        self.hidden = hidden
+from yapo.intervene import input_device, run_to_layer
+from yapo.models.layers import hidden_size, resolve_layer
 
 
 def layer_states(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, layer: int
 ) -> Tensor:
     """Output of block ``layer`` for a batch, ``(batch, seq, d_model)``, without running further."""
-    index = resolve_layer(model, layer)
-    block = decoder_blocks(model)[index]
-
-    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-        hidden = output[0] if isinstance(output, tuple) else output
-        raise _ReachedLayer(hidden)
-
-    handle = block.register_forward_hook(hook, prepend=True)
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _ReachedLayer as reached:
-        return reached.hidden.detach()
-    finally:
-        handle.remove()
-    raise YapoError(f"block {index} never ran during the forward pass")  # pragma: no cover
+    hidden, _ = run_to_layer(
+        model, layer, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+    )
+    return hidden
 
 
 @dataclass
@@ -120,7 +101,7 @@ class ActivationStore:
         for row, window in enumerate(windows):
             ids[row, : len(window)] = torch.tensor(window)
             mask[row, : len(window)] = 1
-        device = next(self.model.parameters()).device
+        device = input_device(self.model)
         hidden = layer_states(self.model, ids.to(device), mask.to(device), self.layer)
         keep = mask.bool()
         if self.config.exclude_bos and self.has_bos:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
-from yapo.hooks import add_to_layer
+from yapo.intervene import add_to_layer, input_device
 from yapo.models.layers import resolve_layer
 from yapo.sae.model import SAE
 from yapo.sae.training.activations import token_windows
@@ -90,7 +90,7 @@ def evaluate_sae(
     from tqdm.auto import tqdm
 
     index = resolve_layer(model, layer)
-    device = next(model.parameters()).device
+    device = input_device(model)
     sae = sae.to(device)
     bos = getattr(tokenizer, "bos_token_id", None)
     pad = getattr(tokenizer, "pad_token_id", None)

@@ -15,14 +15,14 @@ whatever it does to the embeddings first (Gemma-2 scales them by sqrt(d_model);
 GPT-2 adds position embeddings) cannot touch the injected states. The final logit
 soft-capping of Gemma-2/3 is applied when the head is run here.
 
-:func:`LayerSplit.check_exact` compares the split against the plain full forward, so
-an architecture this has not been tried on is caught before training on it.
+:func:`yapo.methods.logprobs.check_split_exact` compares the split against the plain
+full forward, so an architecture this has not been tried on is caught before training
+on it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,23 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import YapoError
+from yapo.intervene.devices import cache_argument
+from yapo.intervene.hooks import run_to_layer
+from yapo.intervene.outputs import rebuild_output
 from yapo.models.layers import decoder_blocks, resolve_layer
-
-
-class _Stop(Exception):
-    """Raised by a hook after block ``L`` to skip the rest of a forward pass."""
-
-    def __init__(self, output: Any) -> None:
-        super().__init__("stop after the split layer")
-        self.output = output
-
-
-def _first_tensor(output: Any) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise YapoError(f"cannot read the hidden states of a block that returns {type(output)}")
 
 
 class _PassThrough(nn.Module):
@@ -69,7 +56,7 @@ class _PassThrough(nn.Module):
 
     def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
         out = hidden_states if self.inject is None else self.inject
-        return (out,) if self.tuple_output else out
+        return rebuild_output(out, () if self.tuple_output else None)
 
 
 class LayerSplit:
@@ -98,25 +85,14 @@ class LayerSplit:
 
     # -------------------------------------------------------------- lower half
     def _call_options(self, position_ids: Tensor | None, cache: Any) -> dict[str, Any]:
-        """Keyword arguments for the base model: explicit positions and a key/value cache.
-
-        The cache argument is ``cache`` in recent transformers, ``past_key_values`` before.
-        """
+        """Keyword arguments for the base model: explicit positions and a key/value cache."""
         options: dict[str, Any] = {"use_cache": cache is not None}
         if position_ids is not None:
             options["position_ids"] = position_ids
         if cache is not None:
-            options[self._cache_argument()] = cache
+            options[cache_argument(self.base)] = cache
         return options
 
-    def _cache_argument(self) -> str:
-        try:
-            names = inspect.signature(self.base.forward).parameters
-        except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
-            return "past_key_values"
-        return "cache" if "cache" in names else "past_key_values"
-
-    @torch.no_grad()
     def lower(
         self,
         input_ids: Tensor,
@@ -129,25 +105,19 @@ class LayerSplit:
 
         ``position_ids`` are needed for left-padded rows; a ``cache`` (a transformers
         ``Cache``) receives the key/values of blocks ``0..L`` and may hold earlier tokens.
+        The block's output layout (tensor or tuple) is remembered for :meth:`upper`'s
+        stand-ins.
         """
-        block = self.blocks[self.layer]
-
-        def stop(_module: nn.Module, _args: Any, output: Any) -> None:
-            raise _Stop(output)
-
-        handle = block.register_forward_hook(stop)
-        try:
-            self.base(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                **self._call_options(position_ids, cache),
-            )
-        except _Stop as stopped:
-            self.tuple_output = not isinstance(stopped.output, Tensor)
-            return _first_tensor(stopped.output).detach()
-        finally:
-            handle.remove()
-        raise YapoError(f"block {self.layer} of {type(self.model).__name__} never ran")
+        hidden, rest = run_to_layer(
+            self.model,
+            self.layer,
+            self.base,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **self._call_options(position_ids, cache),
+        )
+        self.tuple_output = rest is not None
+        return hidden
 
     # -------------------------------------------------------------- upper half
     @contextlib.contextmanager
