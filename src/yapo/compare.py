@@ -35,7 +35,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,8 +373,8 @@ def run_comparison(
         run = McqRun([prediction for one in runs for prediction in one.predictions])
         for one in runs:
             run.throughput.add(one.throughput)
-        condition = parts[0].condition
-        condition.source = ", ".join(p.condition.source or "" for p in parts) or None
+        source = ", ".join(p.condition.source or "" for p in parts) or None
+        condition = replace(parts[0].condition, source=source)
         combined.append(ConditionResult(condition, run, metrics.summarize(run.pairs())))
     result_settings = {
         "comparison": _settings_json(settings),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -10,6 +9,7 @@ from transformers import PreTrainedModel
 
 from yapo.intervene import Positions
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 
 def generate(
@@ -32,6 +32,7 @@ def generate(
     ``chat=True`` wraps each prompt in the tokenizer's chat template (for instruction-
     tuned models). Greedy by default so that steered and unsteered runs are comparable.
     """
+    steer = Steer(vector, multiplier, direction, positions)
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if chat and getattr(tokenizer, "chat_template", None):
         texts = [
@@ -50,15 +51,10 @@ def generate(
     batch = {k: v.to(device) for k, v in batch.items()}
     if seed is not None:
         torch.manual_seed(seed)
-    steering = (
-        vector.apply(model, multiplier=multiplier, direction=direction, positions=positions)
-        if vector is not None
-        else contextlib.nullcontext()
-    )
     sampling: dict[str, Any] = {"do_sample": do_sample}
     if do_sample:
         sampling["temperature"] = temperature
-    with steering, torch.no_grad():
+    with steer.apply(model), torch.no_grad():
         output = model.generate(  # type: ignore[operator]
             **batch,
             max_new_tokens=max_new_tokens,

@@ -242,6 +242,30 @@ def score_ab_points(
 ) -> list[AbPoint]:
     """:func:`score_ab` at every multiplier, sharing the blocks below the vector's layer
     across multipliers (``shared_lower=False``: the whole model per multiplier)."""
+    return score_ab_steers(
+        model,
+        tokenizer,
+        items,
+        [Steer(vector, m, direction) for m in multipliers],
+        chat=chat,
+        batch_size=batch_size,
+        seed=seed,
+        shared_lower=shared_lower,
+    )
+
+
+def score_ab_steers(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[BehaviourItem],
+    steers: Sequence[Steer],
+    *,
+    chat: bool | Literal["auto"] = "auto",
+    batch_size: int = 16,
+    seed: int = 0,
+    shared_lower: bool = True,
+) -> list[AbPoint]:
+    """:func:`score_ab_points` under each :class:`Steer` (one point per steer, at its λ)."""
     prompts, matching = [], []
     for item in items:
         text, index = ab_prompt(item, seed)
@@ -252,11 +276,11 @@ def score_ab_points(
         tokenizer,
         prompts,
         [list(LETTERS)] * len(prompts),
-        [Steer(vector, m if vector is not None else 0.0, direction) for m in multipliers],
+        steers,
         batch_size=batch_size,
         shared_lower=shared_lower,
     )
-    return [_ab_point(m, s.scores, matching) for m, s in zip(multipliers, scored)]
+    return [_ab_point(steer.multiplier, s.scores, matching) for steer, s in zip(steers, scored)]
 
 
 def _ab_point(multiplier: float, scores: list[list[float]], matching: list[int]) -> AbPoint:
@@ -545,26 +569,23 @@ def run_behaviour(
     if log:
         grid = ", ".join(f"{m:g}" for m in multipliers)
         log(f"λ={grid}: A/B scoring of {len(items)} items")
-    ab_points = score_ab_points(
+    steers = [Steer(vector, m, config.direction) for m in multipliers]
+    ab_points = score_ab_steers(
         model,
         tokenizer,
         items,
-        vector=vector,
-        multipliers=multipliers,
-        direction=config.direction,
+        steers,
         chat=config.chat,
         batch_size=config.batch_size,
         seed=config.seed,
         shared_lower=config.shared_lower,
     )
     open_points = []
-    for multiplier in multipliers:
+    for steer in steers:
         if judge is not None:
             if log:
-                log(f"λ={multiplier:g}: generating and judging {len(items)} answers")
-            open_points.append(
-                _open_ended(model, tokenizer, items, vector, multiplier, config, judge)
-            )
+                log(f"λ={steer.multiplier:g}: generating and judging {len(items)} answers")
+            open_points.append(_open_ended(model, tokenizer, items, steer, config, judge))
     return BehaviourResult(
         task=",".join(sorted(tasks)),
         n_items=len(items),
@@ -579,19 +600,17 @@ def _open_ended(
     model: nn.Module,
     tokenizer: Any,
     items: Sequence[BehaviourItem],
-    vector: SteeringVector | None,
-    multiplier: float,
+    steer: Steer,
     config: BehaviourConfig,
     judge: Any,
 ) -> OpenPoint:
+    multiplier = steer.multiplier
     prompts = [format_prompt(tokenizer, item.question, chat=config.chat) for item in items]
     answers, _ = generate_texts(
         model,
         tokenizer,
         prompts,
-        vector=vector,
-        multiplier=multiplier if vector is not None else 0.0,
-        direction=config.direction,
+        steer=steer,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
     )

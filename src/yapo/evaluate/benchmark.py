@@ -29,11 +29,13 @@ from yapo.data.records import CulturalMCQ, OpenQuestion
 from yapo.errors import YapoError
 from yapo.evaluate.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_SAMPLES
 from yapo.evaluate.judge.base import Judge
-from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq, run_mcq_conditions
+from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq_conditions, run_mcq_steered
 from yapo.evaluate.metrics import EPS, MetricsSummary, Unit, summarize
-from yapo.evaluate.openended import OpenConfig, OpenRun, run_open
+from yapo.evaluate.openended import OpenConfig, OpenRun, run_open_steered
+from yapo.intervene import Positions
 from yapo.report.tables import build_tables, tables_markdown
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 BASELINE = "no steering"
 Log = Callable[[str], None]
@@ -43,15 +45,38 @@ def _quiet(_message: str) -> None:
     return None
 
 
-@dataclass
-class Condition:
-    """The model as evaluated: unsteered, or steered by ``vector`` at ``multiplier``."""
+@dataclass(frozen=True, init=False)
+class Condition(Steer):
+    """The model as evaluated: a named :class:`Steer` — unsteered, or steered by ``vector``
+    at ``multiplier`` — with where its vector came from (``source``).
 
-    name: str
-    vector: SteeringVector | None = None
-    multiplier: float = 0.0
-    direction: int = 1
+    Being a ``Steer``, a condition goes into every scorer as it is. Built positionally as
+    ``Condition(name, vector, multiplier, direction, source)``: the name comes first
+    because it labels a table column.
+    """
+
+    name: str = ""
     source: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        vector: SteeringVector | None = None,
+        multiplier: float = 0.0,
+        direction: int = 1,
+        source: str | None = None,
+        positions: Positions = "all",
+    ) -> None:
+        for key, value in (
+            ("name", name),
+            ("vector", vector),
+            ("multiplier", multiplier),
+            ("direction", direction),
+            ("source", source),
+            ("positions", positions),
+        ):
+            object.__setattr__(self, key, value)  # frozen: set once, here
+        self.__post_init__()
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -204,39 +229,22 @@ def run_benchmark(
     )
     for index, condition in enumerate(conditions):
         result = ConditionResult(condition)
-        vector, multiplier, direction = condition.vector, condition.multiplier, condition.direction
         if mcq_items:
             result.mcq = (
                 scored[index]
                 if scored is not None
-                else run_mcq(
-                    model,
-                    tokenizer,
-                    mcq_items,
-                    mcq_config,
-                    vector=vector,
-                    multiplier=multiplier,
-                    direction=direction,
-                )
+                else run_mcq_steered(model, tokenizer, mcq_items, mcq_config, condition)
             )
             result.mcq_metrics = metrics.summarize(result.mcq.pairs())
-            overall = result.mcq_metrics.overall.metrics
-            log(
-                f"[{condition.name}] MCQ accuracy loc {overall['localized'].value:.3f} "
-                f"non-loc {overall['nonlocalized'].value:.3f} RCA {overall['rca'].value:.3f} "
-                f"PNLG {overall['pnlg'].value:.3f}; unparseable {result.mcq.unparseable}; "
-                f"{result.mcq.throughput.to_json()['sequences_per_second']} seq/s"
-            )
+            log(_mcq_line(condition.name, result.mcq, result.mcq_metrics))
         if open_questions and judge is not None:
-            result.open = run_open(
+            result.open = run_open_steered(
                 model,
                 tokenizer,
                 open_questions,
                 judge,
                 open_config,
-                vector=vector,
-                multiplier=multiplier,
-                direction=direction,
+                condition,
                 key_prefix=f"{condition.name}/",
             )
             # All-failed items give NaN metrics (shown as "–"), never a crash.
@@ -259,6 +267,17 @@ def run_benchmark(
     }
     model_name = str(getattr(model, "name_or_path", "") or "unknown")
     return BenchmarkResult(model_name, results, all_settings)
+
+
+def _mcq_line(name: str, run: McqRun, summary: MetricsSummary) -> str:
+    """The progress line of one condition's MCQ results."""
+    overall = summary.overall.metrics
+    return (
+        f"[{name}] MCQ accuracy loc {overall['localized'].value:.3f} "
+        f"non-loc {overall['nonlocalized'].value:.3f} RCA {overall['rca'].value:.3f} "
+        f"PNLG {overall['pnlg'].value:.3f}; unparseable {run.unparseable}; "
+        f"{run.throughput.to_json()['sequences_per_second']} seq/s"
+    )
 
 
 def write_benchmark(result: BenchmarkResult, out: str | Path) -> Path:

@@ -40,7 +40,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,29 +60,15 @@ from yapo.evaluate.scoring import (
     score_prompt_batch,
     score_rows,
     split_prefix_rows,
-    steering,
 )
 from yapo.intervene import LayerSplit, input_device, supports_logits_to_keep
 from yapo.models.layers import resolve_layer
-from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 logger = logging.getLogger(__name__)
 
 HEAD_CHUNK = 256  # picked positions per LM-head call (bounds the logits of big vocabularies)
 PASS_ROWS_PER_BATCH = 4  # default pass_rows = this × batch_size
-
-
-class SteeringLike(Protocol):
-    """Anything that names a condition: ``benchmark.Condition`` and :class:`Steer` both do."""
-
-    @property
-    def vector(self) -> SteeringVector | None: ...
-
-    @property
-    def multiplier(self) -> float: ...
-
-    @property
-    def direction(self) -> int: ...
 
 
 @dataclass
@@ -100,17 +86,16 @@ class ConditionScores:
 _Key = tuple[int, float, int] | None
 
 
-def _key(condition: SteeringLike) -> _Key:
-    if condition.vector is None or float(condition.multiplier) == 0.0:
+def _key(condition: Steer) -> _Key:
+    if condition.is_unsteered:
         return None
     return (id(condition.vector), float(condition.multiplier), int(condition.direction))
 
 
-def _steer(condition: SteeringLike, states: Tensor) -> Tensor:
-    if _key(condition) is None:
+def _steer(condition: Steer, states: Tensor) -> Tensor:
+    if condition.is_unsteered:
         return states
-    assert condition.vector is not None
-    return states + condition.vector.delta(states, condition.multiplier, condition.direction)
+    return states + condition.delta(states)
 
 
 class _Unsplittable(Exception):
@@ -128,7 +113,7 @@ def score_conditions(
     tokenizer: Any,
     prompts: Sequence[str],
     choices: Sequence[Sequence[str]],
-    conditions: Sequence[SteeringLike],
+    conditions: Sequence[Steer],
     *,
     batch_size: int = 16,
     normalize: bool = False,
@@ -150,50 +135,25 @@ def score_conditions(
     if pass_rows is not None and pass_rows < 1:
         raise YapoError(f"pass_rows must be at least 1, got {pass_rows}")
     for condition in conditions:
-        if condition.direction not in (-1, 1):
-            raise YapoError(f"direction must be +1 or -1, got {condition.direction!r}")
         if condition.vector is not None:
             condition.vector.check_fits(model)
     rows = encode_rows(tokenizer, prompts, choices)
-    unique: dict[_Key, SteeringLike] = {}
+    unique: dict[_Key, Steer] = {}
     for condition in conditions:
         unique.setdefault(_key(condition), condition)
-    results: dict[_Key, tuple[dict[int, float], Throughput]] = {}
     pad_id = pad_token_id(tokenizer)
+    results: dict[_Key, tuple[dict[int, float], Throughput]] = {}
     steered = [key for key in unique if key is not None]
     if shared_lower and rows and steered and len(unique) > 1:
         limit = pass_rows or PASS_ROWS_PER_BATCH * batch_size
-        for layer, keys in _layer_groups(model, unique).items():
-            group = [unique[k] for k in keys]
-            try:
-                sums = _score_group(
-                    model,
-                    rows,
-                    pad_id,
-                    layer,
-                    group,
-                    batch_size=batch_size,
-                    prefix_cache=prefix_cache,
-                    limit=limit,
-                )
-            except _Unsplittable as reason:
-                logger.warning(
-                    "scoring each condition with a full forward instead of sharing blocks "
-                    "0..%d: %s",
-                    layer,
-                    reason,
-                )
-                continue
-            results.update(zip(keys, sums))
+        results = _score_shared(model, rows, pad_id, unique, batch_size, prefix_cache, limit)
     for key, condition in unique.items():
         if key not in results:
             results[key] = score_rows(
                 model,
                 rows,
                 pad_id,
-                vector=condition.vector if key is not None else None,
-                multiplier=condition.multiplier,
-                direction=condition.direction,
+                steer=condition,
                 batch_size=batch_size,
                 prefix_cache=prefix_cache,
             )
@@ -206,7 +166,43 @@ def score_conditions(
     ]
 
 
-def _layer_groups(model: nn.Module, unique: dict[_Key, SteeringLike]) -> dict[int, list[_Key]]:
+def _score_shared(
+    model: nn.Module,
+    rows: list[ChoiceRow],
+    pad_id: int,
+    unique: dict[_Key, Steer],
+    batch_size: int,
+    prefix_cache: bool,
+    limit: int,
+) -> dict[_Key, tuple[dict[int, float], Throughput]]:
+    """Sums and costs of the conditions whose layer group could share its lower blocks;
+    a group that cannot is left out (and scored the straightforward way by the caller)."""
+    results: dict[_Key, tuple[dict[int, float], Throughput]] = {}
+    for layer, keys in _layer_groups(model, unique).items():
+        group = [unique[k] for k in keys]
+        try:
+            sums = _score_group(
+                model,
+                rows,
+                pad_id,
+                layer,
+                group,
+                batch_size=batch_size,
+                prefix_cache=prefix_cache,
+                limit=limit,
+            )
+        except _Unsplittable as reason:
+            logger.warning(
+                "scoring each condition with a full forward instead of sharing blocks 0..%d: %s",
+                layer,
+                reason,
+            )
+            continue
+        results.update(zip(keys, sums))
+    return results
+
+
+def _layer_groups(model: nn.Module, unique: dict[_Key, Steer]) -> dict[int, list[_Key]]:
     """Steered conditions by (resolved) layer; the unsteered one joins the largest group."""
     groups: dict[int, list[_Key]] = {}
     for key, condition in unique.items():
@@ -358,7 +354,7 @@ def _choice_logprob_sums(
 
 
 def _upper_prefix(
-    split: LayerSplit, shared: _Shared, conditions: list[SteeringLike], device: torch.device
+    split: LayerSplit, shared: _Shared, conditions: list[Steer], device: torch.device
 ) -> Tensor:
     """Blocks ``L+1..N`` for stacked conditions: ``(len(conditions), rows)`` sums."""
     assert shared.tails is not None and shared.owner is not None
@@ -423,7 +419,7 @@ def _first_token_logprobs(split: LayerSplit, hidden: Tensor, shared: _Shared, n:
 
 
 def _upper_whole(
-    split: LayerSplit, shared: _Shared, conditions: list[SteeringLike], device: torch.device
+    split: LayerSplit, shared: _Shared, conditions: list[Steer], device: torch.device
 ) -> Tensor:
     assert shared.ids is not None
     n = len(conditions)
@@ -444,12 +440,11 @@ def _upper_whole(
 
 
 def _oracle_sums(
-    model: nn.Module, shared: _Shared, condition: SteeringLike, pad_id: int, device: torch.device
+    model: nn.Module, shared: _Shared, condition: Steer, pad_id: int, device: torch.device
 ) -> list[float]:
     """The straightforward path's sums for one batch (for the exactness check)."""
     keep_ok = supports_logits_to_keep(model)
-    vector = condition.vector if _key(condition) is not None else None
-    with steering(model, vector, condition.multiplier, condition.direction):
+    with condition.apply(model):
         if shared.owner is None:
             return [float(x) for x in score_batch(model, shared.rows, pad_id, device, keep_ok)]
         groups: dict[int, list[ChoiceRow]] = {}
@@ -465,7 +460,7 @@ def _verify(
     model: nn.Module,
     split: LayerSplit,
     shared: _Shared,
-    condition: SteeringLike,
+    condition: Steer,
     fast: Tensor,
     pad_id: int,
     device: torch.device,
@@ -496,7 +491,7 @@ def _score_group(
     rows: list[ChoiceRow],
     pad_id: int,
     layer: int,
-    conditions: list[SteeringLike],
+    conditions: list[Steer],
     *,
     batch_size: int,
     prefix_cache: bool,

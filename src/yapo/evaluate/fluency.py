@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import UNSTEERED, Steer
 
 NGRAM = 4
 
@@ -61,9 +61,7 @@ def measure_fluency(
     tokenizer: Any,
     prompts: Sequence[str],
     *,
-    vector: SteeringVector | None = None,
-    multiplier: float = 0.0,
-    direction: int = 1,
+    steer: Steer = UNSTEERED,
     max_new_tokens: int = 24,
     batch_size: int = 8,
 ) -> Fluency:
@@ -75,9 +73,7 @@ def measure_fluency(
         model,
         tokenizer,
         prompts,
-        vector=vector,
-        multiplier=multiplier,
-        direction=direction,
+        steer=steer,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )

@@ -34,12 +34,13 @@ from torch import nn
 from yapo.data.prompts import answer_letter, format_mcq_prompt, format_prompt
 from yapo.data.records import SETTINGS, CulturalMCQ, Setting
 from yapo.errors import YapoError
-from yapo.evaluate.conditions import SteeringLike, score_conditions
+from yapo.evaluate.conditions import score_conditions
 from yapo.evaluate.metrics import PairScore
 from yapo.evaluate.parsing import BOXED_INSTRUCTION, parse_boxed_answer
 from yapo.evaluate.scoring import Throughput, score_choices_with_stats
 from yapo.evaluate.textgen import generate_texts
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 McqMode = Literal["loglik", "generate"]
 MCQ_MODES: tuple[McqMode, ...] = ("loglik", "generate")
@@ -190,10 +191,10 @@ def run_mcq_conditions(
     model: nn.Module,
     tokenizer: Any,
     items: Sequence[CulturalMCQ],
-    conditions: Sequence[SteeringLike],
+    conditions: Sequence[Steer],
     config: McqConfig | None = None,
 ) -> list[McqRun]:
-    """:func:`run_mcq` for each condition (vector or None, multiplier, direction), in order.
+    """:func:`run_mcq` under each condition, in order.
 
     In ``loglik`` mode with ``config.shared_lower`` the prompts' states below the
     steered layer are computed once for all conditions
@@ -203,18 +204,7 @@ def run_mcq_conditions(
     config = config or McqConfig()
     config.check()
     if config.mode != "loglik":
-        return [
-            run_mcq(
-                model,
-                tokenizer,
-                items,
-                config,
-                vector=c.vector,
-                multiplier=c.multiplier,
-                direction=c.direction,
-            )
-            for c in conditions
-        ]
+        return [run_mcq_steered(model, tokenizer, items, config, c) for c in conditions]
     jobs, prompts = _jobs(tokenizer, items, config)
     choice_lists = [mcq_choices(item, config.choices) for item, _ in jobs]
     scored = score_conditions(
@@ -244,6 +234,17 @@ def run_mcq(
 
     To evaluate several conditions on the same items use :func:`run_mcq_conditions`.
     """
+    return run_mcq_steered(model, tokenizer, items, config, Steer(vector, multiplier, direction))
+
+
+def run_mcq_steered(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[CulturalMCQ],
+    config: McqConfig | None,
+    steer: Steer,
+) -> McqRun:
+    """:func:`run_mcq` under one :class:`Steer` (the form the evaluation code passes on)."""
     config = config or McqConfig()
     config.check()
     jobs, prompts = _jobs(tokenizer, items, config)
@@ -255,9 +256,7 @@ def run_mcq(
             tokenizer,
             prompts,
             choice_lists,
-            vector=vector,
-            multiplier=multiplier,
-            direction=direction,
+            steer=steer,
             batch_size=config.batch_size,
             normalize=config.normalize,
         )
@@ -266,9 +265,7 @@ def run_mcq(
         model,
         tokenizer,
         prompts,
-        vector=vector,
-        multiplier=multiplier,
-        direction=direction,
+        steer=steer,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
     )

@@ -25,6 +25,7 @@ from yapo.evaluate.metrics import PairScore
 from yapo.evaluate.scoring import Throughput
 from yapo.evaluate.textgen import generate_texts
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 
 @dataclass
@@ -108,6 +109,21 @@ def run_open(
     key_prefix: str = "",
 ) -> OpenRun:
     """Answer every question in both settings (steered when asked), then judge them all."""
+    steer = Steer(vector, multiplier, direction)
+    return run_open_steered(model, tokenizer, questions, judge, config, steer, key_prefix)
+
+
+def run_open_steered(
+    model: nn.Module,
+    tokenizer: Any,
+    questions: Sequence[OpenQuestion],
+    judge: Judge,
+    config: OpenConfig | None,
+    steer: Steer,
+    key_prefix: str = "",
+) -> OpenRun:
+    """:func:`run_open` under one :class:`Steer` (the form the evaluation code passes on);
+    ``key_prefix`` keeps the judge cache's keys of different conditions apart."""
     config = config or OpenConfig()
     if not questions:
         raise YapoError("there are no open-ended questions to evaluate")
@@ -117,9 +133,7 @@ def run_open(
         model,
         tokenizer,
         prompts,
-        vector=vector,
-        multiplier=multiplier,
-        direction=direction,
+        steer=steer,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
     )

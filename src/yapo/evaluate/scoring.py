@@ -31,7 +31,6 @@ check both paths against an unbatched forward on several architectures.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from yapo.data.prompts import tokenize_pair
 from yapo.errors import YapoError
 from yapo.intervene import cache_argument, input_device, supports_logits_to_keep
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import UNSTEERED, Steer
 
 _NO_TRUNCATION = 1 << 40
 T = TypeVar("T")
@@ -108,17 +108,6 @@ def encode_pair(tokenizer: Any, prompt: str, choice: str) -> tuple[list[int], in
             "token of a choice has nothing to be predicted from; give a non-empty prompt"
         )
     return ids, n_choice
-
-
-def steering(
-    model: nn.Module, vector: SteeringVector | None, multiplier: float, direction: int
-) -> contextlib.AbstractContextManager[Any]:
-    """``vector.apply(...)`` or a no-op when there is nothing to steer with."""
-    if vector is None or float(multiplier) == 0.0:
-        if direction not in (-1, 1):
-            raise YapoError(f"direction must be +1 or -1, got {direction!r}")
-        return contextlib.nullcontext()
-    return vector.apply(model, multiplier=multiplier, direction=direction)
 
 
 def row_batches(rows: list[ChoiceRow], batch_size: int) -> Iterator[list[ChoiceRow]]:
@@ -291,9 +280,7 @@ def score_rows(
     rows: list[ChoiceRow],
     pad_id: int,
     *,
-    vector: SteeringVector | None = None,
-    multiplier: float = 0.0,
-    direction: int = 1,
+    steer: Steer = UNSTEERED,
     batch_size: int = 16,
     prefix_cache: bool = True,
 ) -> tuple[dict[int, float], Throughput]:
@@ -308,7 +295,7 @@ def score_rows(
     device = input_device(model)
     keep_ok = supports_logits_to_keep(model)
     start = time.perf_counter()
-    with steering(model, vector, multiplier, direction), torch.no_grad():
+    with steer.apply(model), torch.no_grad():
         cached, whole_rows = split_prefix_rows(rows, prefix_cache)
         for groups in _progress(list(prompt_batches(cached, batch_size))):
             values = score_prompt_batch(model, groups, pad_id, device, keep_ok)
@@ -352,26 +339,21 @@ def score_choices_with_stats(
     prompts: Sequence[str],
     choices: Sequence[Sequence[str]],
     *,
-    vector: SteeringVector | None = None,
-    multiplier: float = 0.0,
-    direction: int = 1,
+    steer: Steer = UNSTEERED,
     batch_size: int = 16,
     normalize: bool = False,
     prefix_cache: bool = True,
 ) -> tuple[list[list[float]], Throughput]:
-    """:func:`score_choices` plus what it cost (sequences, tokens actually run, seconds)."""
+    """:func:`score_choices` under ``steer``, plus what it cost (sequences, tokens actually
+    run, seconds)."""
     rows = encode_rows(tokenizer, prompts, choices)
     if batch_size < 1:
         raise YapoError(f"batch_size must be at least 1, got {batch_size}")
-    if direction not in (-1, 1):
-        raise YapoError(f"direction must be +1 or -1, got {direction!r}")
     sums, stats = score_rows(
         model,
         rows,
         pad_token_id(tokenizer),
-        vector=vector,
-        multiplier=multiplier,
-        direction=direction,
+        steer=steer,
         batch_size=batch_size,
         prefix_cache=prefix_cache,
     )
@@ -404,9 +386,7 @@ def score_choices(
         tokenizer,
         prompts,
         choices,
-        vector=vector,
-        multiplier=multiplier,
-        direction=direction,
+        steer=Steer(vector, multiplier, direction),
         batch_size=batch_size,
         normalize=normalize,
         prefix_cache=prefix_cache,

@@ -38,6 +38,7 @@ from yapo.evaluate.fluency import Fluency, measure_fluency
 from yapo.evaluate.mcq import McqConfig
 from yapo.evaluate.sweep import SweepResult, run_sweep
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 Log = Callable[[str], None]
 SELECTION_METRICS = ("mixed", "rca", "localized", "nonlocalized")
@@ -194,9 +195,7 @@ def select_multipliers(
                     model,
                     tokenizer,
                     prompts,
-                    vector=vector,
-                    multiplier=point.multiplier,
-                    direction=direction,
+                    steer=Steer(vector, point.multiplier, direction),
                     max_new_tokens=config.fluency_tokens,
                 )
             point.fluency = fluency

@@ -27,7 +27,7 @@ from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
 from yapo.evaluate.benchmark import Condition, MetricOptions
 from yapo.evaluate.fluency import Fluency
-from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq, run_mcq_conditions
+from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq_conditions, run_mcq_steered
 from yapo.evaluate.metrics import MetricsSummary
 from yapo.vectors.base import SteeringVector
 from yapo.vectors.steer import Steer
@@ -138,18 +138,8 @@ def run_sweep(
         vector.check_fits(model)
     grid = sorted({float(m) for m in multipliers})
     baseline: McqRun | None = None
-    # Log-likelihood MCQs: every (vector, λ) at once, sharing the blocks below the vectors.
-    shared: dict[tuple[str, float], McqRun] = {}
-    if mcq_config.mode == "loglik":
-        points_wanted = [(name, vector, m) for name, vector, _ in vectors for m in grid]
-        runs = run_mcq_conditions(
-            model,
-            tokenizer,
-            items,
-            [Steer(vector, m, direction) for _, vector, m in points_wanted],
-            mcq_config,
-        )
-        shared = {(name, m): run for (name, _, m), run in zip(points_wanted, runs)}
+    wanted = {(name, m): Steer(vector, m, direction) for name, vector, _ in vectors for m in grid}
+    shared = _shared_runs(model, tokenizer, items, wanted, mcq_config)
     methods: dict[str, list[SweepPoint]] = {}
     conditions: dict[str, dict[str, Any]] = {}
     for name, vector, source in vectors:
@@ -162,26 +152,11 @@ def run_sweep(
             elif multiplier == 0.0 and baseline is not None:
                 run = baseline
             else:
-                run = run_mcq(
-                    model,
-                    tokenizer,
-                    items,
-                    mcq_config,
-                    vector=vector,
-                    multiplier=multiplier,
-                    direction=direction,
-                )
+                steer = wanted[(name, multiplier)]
+                run = run_mcq_steered(model, tokenizer, items, mcq_config, steer)
                 if multiplier == 0.0:
                     baseline = run
-            summary = metrics.summarize(run.pairs())
-            overall = summary.overall.metrics
-            log(
-                f"[{name} λ={multiplier:g}] accuracy mixed {overall['mixed'].value:.3f} "
-                f"RCA {overall['rca'].value:.3f} PNLG {overall['pnlg'].value:.3f}"
-            )
-            points.append(
-                SweepPoint(multiplier, summary, run.unparseable, run.throughput.to_json())
-            )
+            points.append(_point(f"{name} λ={multiplier:g}", multiplier, run, metrics, log))
         methods[name] = points
     all_settings = {
         "library_version": __version__,
@@ -194,6 +169,34 @@ def run_sweep(
     }
     model_name = str(getattr(model, "name_or_path", "") or "unknown")
     return SweepResult(model_name, grid, methods, conditions, all_settings)
+
+
+def _shared_runs(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[CulturalMCQ],
+    wanted: dict[tuple[str, float], Steer],
+    mcq_config: McqConfig,
+) -> dict[tuple[str, float], McqRun]:
+    """Log-likelihood MCQs: every (vector, λ) at once, sharing the blocks below the vectors
+    (``generate`` mode runs each point in turn instead: nothing here)."""
+    if mcq_config.mode != "loglik":
+        return {}
+    runs = run_mcq_conditions(model, tokenizer, items, list(wanted.values()), mcq_config)
+    return dict(zip(wanted, runs))
+
+
+def _point(
+    label: str, multiplier: float, run: McqRun, metrics: MetricOptions, log: Log
+) -> SweepPoint:
+    """One point of the curve: the run's metrics, logged as they come."""
+    summary = metrics.summarize(run.pairs())
+    overall = summary.overall.metrics
+    log(
+        f"[{label}] accuracy mixed {overall['mixed'].value:.3f} "
+        f"RCA {overall['rca'].value:.3f} PNLG {overall['pnlg'].value:.3f}"
+    )
+    return SweepPoint(multiplier, summary, run.unparseable, run.throughput.to_json())
 
 
 def sweep_markdown(sweep: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo.errors import YapoError
-from yapo.evaluate.scoring import Throughput, starts_with_bos, steering
+from yapo.evaluate.scoring import Throughput, starts_with_bos
 from yapo.intervene import input_device
-from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import UNSTEERED, Steer
 
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
@@ -35,13 +35,12 @@ def generate_texts(
     tokenizer: Any,
     texts: Sequence[str],
     *,
-    vector: SteeringVector | None = None,
-    multiplier: float = 0.0,
-    direction: int = 1,
+    steer: Steer = UNSTEERED,
     max_new_tokens: int = 128,
     batch_size: int = 8,
 ) -> tuple[list[str], Throughput]:
-    """Greedy continuations of ``texts`` (special tokens removed), in input order."""
+    """Greedy continuations of ``texts`` under ``steer`` (special tokens removed), in input
+    order."""
     if batch_size < 1:
         raise YapoError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens < 1:
@@ -54,7 +53,7 @@ def generate_texts(
     eos_ids = _eos_ids(model, tokenizer)
     device = input_device(model)
     start = time.perf_counter()
-    with steering(model, vector, multiplier, direction), torch.no_grad():
+    with steer.apply(model), torch.no_grad():
         starts = range(0, len(order), batch_size)
         for begin in tqdm(starts, desc="generating", unit="batch", leave=False, disable=None):
             chunk = order[begin : begin + batch_size]

@@ -100,9 +100,9 @@ def linearize(
     if method not in ("mean", "positive"):
         raise YapoError(f"unknown linearization {method!r}; use 'mean' or 'positive'")
     with torch.no_grad():
-        u = vector.scaled(multiplier, direction)
-        positive = (torch.relu(u) @ vector.sae.W_dec).detach().float().cpu()
-        if not bool((u < 0).any()):
+        plan = vector.edit.plan(vector.scaled(multiplier, direction))
+        positive = plan.positive_term.float().cpu()  # u⁺·W_dec
+        if not plan.negative.numel():
             n = 0 if hidden is None else int(hidden.reshape(-1, hidden.shape[-1]).shape[0])
             return Linearization(positive, "exact", multiplier, direction, 0.0, 0.0, n)
         if hidden is None or hidden.numel() == 0:

@@ -63,6 +63,8 @@ def register() -> type:
     from lm_eval.api.registry import model_registry, register_model
     from lm_eval.models.huggingface import HFLM
 
+    from yapo.vectors.steer import Steer
+
     class YapoLM(HFLM):  # type: ignore[misc]
         """``HFLM`` whose forward passes are steered by a yapo vector."""
 
@@ -94,25 +96,24 @@ def register() -> type:
             if loaded_tokenizer is None:
                 raise YapoError("a model object needs its tokenizer: pass tokenizer=...")
             super().__init__(pretrained=model, tokenizer=loaded_tokenizer, **kwargs)
-            self.steering_vector = _load_steering(vector, sae, layer)
-            if self.steering_vector is not None:
-                self.steering_vector.check_fits(model)
-            self.multiplier = float(multiplier)
-            self.direction = int(direction)
-            self.positions = positions
+            loaded = _load_steering(vector, sae, layer)
+            if loaded is not None:
+                loaded.check_fits(model)
+            self.steer = Steer(loaded, float(multiplier), int(direction), positions)  # type: ignore[arg-type]
+
+        @property
+        def multiplier(self) -> float:
+            """λ of the steering; set it to compare strengths on one loaded model."""
+            return self.steer.multiplier
+
+        @multiplier.setter
+        def multiplier(self, value: float) -> None:
+            self.steer = self.steer.at(value)
 
         @contextlib.contextmanager
         def steered(self) -> Iterator[None]:
             """The model is steered inside this block (a no-op without vector or at λ=0)."""
-            if self.steering_vector is None or self.multiplier == 0.0:
-                yield
-                return
-            with self.steering_vector.apply(
-                self.model,
-                multiplier=self.multiplier,
-                direction=self.direction,
-                positions=self.positions,  # type: ignore[arg-type]
-            ):
+            with self.steer.apply(self.model):
                 yield
 
         def _model_call(self, *args: Any, **kwargs: Any) -> Any:

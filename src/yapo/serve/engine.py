@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 from yapo.intervene import input_device
 from yapo.serve.protocol import GenerationRequest, RequestError, SteeringSpec
 from yapo.vectors.base import SteeringVector
+from yapo.vectors.steer import Steer
 
 
 @dataclass
@@ -81,8 +82,9 @@ class Engine:
         self.device = input_device(model)
 
     # ------------------------------------------------------------------ requests
-    def resolve(self, specs: list[SteeringSpec]) -> list[tuple[SteeringVector, SteeringSpec]]:
-        """The vectors a request names (404 for an unknown one)."""
+    def resolve(self, specs: list[SteeringSpec]) -> list[Steer]:
+        """The steering a request names, one :class:`Steer` per entry (404 for an unknown
+        vector)."""
         chosen = []
         for spec in specs:
             vector = self.vectors.get(spec.vector)
@@ -91,7 +93,7 @@ class Engine:
                 raise RequestError(
                     404, f"unknown vector {spec.vector!r}; served vectors: {known}", "steering"
                 )
-            chosen.append((vector, spec))
+            chosen.append(Steer(vector, spec.multiplier, spec.direction, spec.positions))
         return chosen
 
     def check_model(self, request: GenerationRequest) -> None:
@@ -147,15 +149,8 @@ class Engine:
     def _steered(self, request: GenerationRequest) -> Iterator[None]:
         chosen = self.resolve(request.steering)
         with contextlib.ExitStack() as stack:
-            for vector, spec in chosen:
-                stack.enter_context(
-                    vector.apply(
-                        self.model,
-                        multiplier=spec.multiplier,
-                        direction=spec.direction,
-                        positions=spec.positions,
-                    )
-                )
+            for steer in chosen:
+                stack.enter_context(steer.apply(self.model))
             if request.seed is not None:
                 torch.manual_seed(request.seed)
             yield

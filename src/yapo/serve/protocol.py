@@ -54,7 +54,8 @@ def _bad(message: str, param: str | None = None) -> RequestError:
 
 @dataclass(frozen=True)
 class SteeringSpec:
-    """One vector to steer with: ``vector.apply(model, multiplier, direction, positions)``."""
+    """One entry of a request's ``steering``: a served vector's name and how to apply it
+    (the engine turns it into a :class:`yapo.vectors.Steer` once the name is resolved)."""
 
     vector: str
     multiplier: float = 1.0

@@ -19,6 +19,7 @@ from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.intervene import Positions, add_to_layer
 from yapo.models.layers import hidden_size, model_fingerprint, num_layers
+from yapo.vectors.edits import Edit
 
 VECTOR_FILE = "vector.safetensors"
 CONFIG_FILE = "config.json"
@@ -69,6 +70,8 @@ class SteeringVector(ABC):
     kind: str
     vector: Tensor
     meta: VectorMeta
+    #: How ``vector`` changes the stream; the same object kind the trainer steered with.
+    edit: Edit
     #: Refuse models whose weights differ from the training model's (see
     #: :mod:`yapo.models.fingerprint`); ``False`` accepts fine-tuned siblings.
     strict_model: bool = True

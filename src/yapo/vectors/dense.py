@@ -1,4 +1,8 @@
-"""A dense residual-stream vector (BiPO, CAA): ``h' = h + d·λ·v``."""
+"""A dense residual-stream vector (BiPO, CAA): ``h' = h + d·λ·v``.
+
+The edit is :class:`yapo.vectors.edits.DenseEdit`, the one the trainer used; the cast
+``u`` is kept for the last (device, dtype, λ, d), since every token of a call adds it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ from yapo.errors import YapoError
 from yapo.models.layers import hidden_size, model_fingerprint, resolve_layer
 from yapo.models.loading import model_name
 from yapo.vectors.base import SteeringVector, VectorMeta
+from yapo.vectors.edits import DenseEdit, scale
 
 
 class DenseVector(SteeringVector):
     kind = "dense"
+    edit: DenseEdit
 
     def __init__(self, vector: Tensor, meta: VectorMeta) -> None:
         if vector.ndim != 1:
@@ -25,6 +31,7 @@ class DenseVector(SteeringVector):
         self.vector = vector.detach().to(torch.float32)
         check_finite(self.vector, f"the {meta.method} vector")  # a diverged run's: refused
         self.meta = meta
+        self.edit = DenseEdit()
         self._cache: dict[tuple[Any, ...], Tensor] = {}
 
     @classmethod
@@ -51,7 +58,6 @@ class DenseVector(SteeringVector):
         key = (hidden.device, hidden.dtype, float(multiplier), int(direction))
         cached = self._cache.get(key)
         if cached is None:
-            scaled = self.vector * (float(direction) * float(multiplier))
-            cached = scaled.to(device=hidden.device, dtype=hidden.dtype)
+            cached = self.edit.delta(hidden, scale(self.vector, multiplier, direction))
             self._cache = {key: cached}  # one entry: multipliers change during sweeps
         return cached

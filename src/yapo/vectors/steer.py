@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import Tensor, nn
@@ -74,3 +74,7 @@ class Steer:
             "direction": self.direction,
             "positions": self.positions,
         }
+
+
+#: The model's own behaviour: the default wherever a ``Steer`` is optional.
+UNSTEERED: Final = Steer()
