@@ -34,14 +34,19 @@ from yapo.cli.main import app
 from yapo.evaluate.judge import JudgeFailed, JudgeRequest, OpenAIJudge
 
 ROOT = Path(__file__).resolve().parents[1]
+# The first process holds after step 6 (past the checkpoint of step 5) for as long as
+# ``hold`` exists, so it is alive for the whole check however slowly the refused
+# processes start on a loaded machine (no timing assumptions).
 DRIVER = """
-import sys, time, torch
+import os, sys, time, torch
 torch.set_num_threads(1)
 from yapo.methods import train
-data, model, out, pause, resume = sys.argv[1:6]
+data, model, out, hold, resume = sys.argv[1:6]
+def wait(record):
+    while hold and record["step"] >= 6 and os.path.exists(hold):
+        time.sleep(0.05)
 train("bipo", data=data, model=model, layer=1, out=out, epochs=30, warmup_steps=1,
-      checkpoint_every=5, progress=False, resume=resume == "1",
-      callbacks=[lambda record: time.sleep(float(pause))])
+      checkpoint_every=5, progress=False, resume=resume == "1", callbacks=[wait])
 """
 
 
@@ -70,8 +75,11 @@ def test_3_one_process_per_run_folder_and_kill_9_leaves_a_stale_lock(
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
 
-    def launch(pause: float, resume: bool) -> subprocess.Popen[str]:
-        args = [str(data), str(saved_model_dir), str(out), str(pause), "1" if resume else "0"]
+    hold = tmp_path / "hold"
+    hold.touch()
+
+    def launch(hold: str, resume: bool) -> subprocess.Popen[str]:
+        args = [str(data), str(saved_model_dir), str(out), hold, "1" if resume else "0"]
         return subprocess.Popen(
             [sys.executable, str(driver), *args],
             env=_env(),
@@ -80,9 +88,9 @@ def test_3_one_process_per_run_folder_and_kill_9_leaves_a_stale_lock(
             text=True,
         )
 
-    first = launch(0.5, resume=False)  # 60 steps at >= 0.5 s: alive for the whole check
+    first = launch(str(hold), resume=False)  # holds after step 6 while `hold` exists
     try:
-        _wait_for(lambda: _lines(out / "metrics.jsonl") >= 3, 120)
+        _wait_for(lambda: _lines(out / "metrics.jsonl") >= 6, 120)
         cli = [sys.executable, "-m", "yapo.cli.main", "train", "--method", "bipo",
                "--model", str(saved_model_dir), "--layer", "1", "--data", str(data),
                "--out", str(out), "--epochs", "30", "--no-progress"]  # fmt: skip
@@ -106,7 +114,7 @@ def test_3_one_process_per_run_folder_and_kill_9_leaves_a_stale_lock(
             first.kill()
             first.wait()
     assert steps_before >= 3 and not (out / "vector").exists()
-    resumed = launch(0.0, resume=True)  # the dead process's lock is stale: accepted
+    resumed = launch("", resume=True)  # the dead process's lock is stale: accepted
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     config = json.loads((out / "config.json").read_text())
