@@ -61,7 +61,7 @@ class McqConfig:
     # the whole model per condition (the oracle, ``--no-cache``).
     shared_lower: bool = True
 
-    def check(self) -> None:
+    def validate(self) -> None:
         if self.mode not in MCQ_MODES:
             raise YapoError(f"MCQ mode must be one of {MCQ_MODES}, got {self.mode!r}")
         if self.choices not in CHOICE_FORMATS:
@@ -201,7 +201,7 @@ def run_mcq_conditions(
     scores, several times faster for sweeps. ``generate`` runs each condition in turn.
     """
     config = config or McqConfig()
-    config.check()
+    config.validate()
     if config.mode != "loglik":
         return [
             run_mcq(
@@ -245,7 +245,7 @@ def run_mcq(
     To evaluate several conditions on the same items use :func:`run_mcq_conditions`.
     """
     config = config or McqConfig()
-    config.check()
+    config.validate()
     jobs, prompts = _jobs(tokenizer, items, config)
     predictions: list[McqPrediction] = []
     if config.mode == "loglik":

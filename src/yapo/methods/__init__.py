@@ -5,7 +5,7 @@ point (also ``yapo train`` on the command line); the pieces below it are public 
 people who build their own loops.
 """
 
-from yapo.methods.api import METHODS, train
+from yapo.methods.api import train
 from yapo.methods.caa import answer_positions, train_caa
 from yapo.methods.preference import (
     PreferenceConfig,
@@ -14,6 +14,7 @@ from yapo.methods.preference import (
     TrainResult,
     preference_loss,
 )
+from yapo.methods.registry import METHODS, MethodSpec, method_spec
 from yapo.methods.sas import train_sas
 from yapo.methods.steering import DenseSteering, SparseSteering, Steering
 from yapo.methods.upper import LayerSplit
@@ -22,6 +23,7 @@ __all__ = [
     "METHODS",
     "DenseSteering",
     "LayerSplit",
+    "MethodSpec",
     "PreferenceConfig",
     "PreferenceTrainer",
     "SparseSteering",
@@ -29,6 +31,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "answer_positions",
+    "method_spec",
     "preference_loss",
     "train",
     "train_caa",
