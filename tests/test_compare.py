@@ -12,11 +12,11 @@ import torch
 from tests.conftest import make_sae
 
 from yapo import YapoError
-from yapo.compare import CompareSettings, country_folder_name, run_comparison, select_items
+from yapo.compare import CompareConfig, country_folder_name, run_comparison, select_items
 from yapo.data.demo import load_demo_mcq
 
 
-def _settings(model_dir: Path, sae_dir: Path, **overrides: object) -> CompareSettings:
+def _settings(model_dir: Path, sae_dir: Path, **overrides: object) -> CompareConfig:
     base: dict[str, object] = {
         "model": str(model_dir),
         "sae": str(sae_dir),
@@ -26,7 +26,7 @@ def _settings(model_dir: Path, sae_dir: Path, **overrides: object) -> CompareSet
         "warmup_steps": 1,
     }
     base.update(overrides)
-    return CompareSettings(**base)  # type: ignore[arg-type]
+    return CompareConfig(**base)  # type: ignore[arg-type]
 
 
 def test_each_country_gets_its_own_vectors_and_the_merged_table_agrees(
@@ -167,9 +167,9 @@ def test_bad_requests_say_what_the_data_has() -> None:
         select_items(items, ["Egypt"], ["es"])
     assert {i.language for i in select_items(items, None, ["en"])["Spain"]} == {"en"}
     with pytest.raises(YapoError, match="unknown method"):
-        CompareSettings(methods=("yapo", "magic")).check()
+        CompareConfig(methods=("yapo", "magic")).validate()
     with pytest.raises(YapoError, match="test_fraction"):
-        CompareSettings(test_fraction=1.0).check()
+        CompareConfig(test_fraction=1.0).validate()
     assert country_folder_name("South Korea") == "South_Korea"
 
 

@@ -11,13 +11,13 @@ import pytest
 from tests.conftest import make_sae
 
 from yapo import YapoError
-from yapo.demo import DemoSettings, run_demo
+from yapo.demo import DemoConfig, run_demo
 
 
 def test_demo_writes_runs_evaluation_and_report(saved_model_dir: Path, tmp_path: Path) -> None:
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
-    settings = DemoSettings.quick(
+    settings = DemoConfig.quick(
         model=str(saved_model_dir), sae=str(sae_dir), layer=1, max_questions=6, epochs=1
     )
     messages: list[str] = []
@@ -36,9 +36,9 @@ def test_demo_writes_runs_evaluation_and_report(saved_model_dir: Path, tmp_path:
 
 def test_demo_refuses_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(YapoError, match="unknown method"):
-        run_demo(tmp_path, DemoSettings(methods=("yapo", "magic")))
+        run_demo(tmp_path, DemoConfig(methods=("yapo", "magic")))
     with pytest.raises(YapoError, match="has no Atlantis; its countries: Egypt"):
-        run_demo(tmp_path, DemoSettings(country="Atlantis"))
+        run_demo(tmp_path, DemoConfig(country="Atlantis"))
 
 
 def test_demo_cli_error_exit(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from yapo import DenseVector, SparseVector, YapoError
 from yapo.cli.main import app
-from yapo.evaluate.benchmark import BASELINE, MetricOptions
+from yapo.evaluate.benchmark import BASELINE, MetricConfig
 from yapo.evaluate.mcq import run_mcq
 from yapo.evaluate.sweep import parse_multipliers, run_sweep
 from yapo.report.gather import convergence_row, read_training_run
@@ -201,7 +201,7 @@ def test_sweep_points_equal_direct_runs() -> None:
     items = make_items()
     g = torch.Generator().manual_seed(2)
     vector = DenseVector.create(torch.randn(HIDDEN, generator=g) * 3, model, 2, method="bipo")
-    options = MetricOptions(samples=30, seed=4)
+    options = MetricConfig(samples=30, seed=4)
     result = run_sweep(
         model, tokenizer, items, [("bipo", vector, None)], [1.5, 0.0], metrics=options
     )

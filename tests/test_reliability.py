@@ -152,7 +152,7 @@ def test_5_country_folders_are_sanitised_and_collisions_refused(tmp_path: Path) 
     with pytest.raises(YapoError, match="yapo's own 'eval'"):
         distinct_components(["Eval"], "country", reserved=("eval",))
 
-    from yapo.compare import CompareSettings, run_comparison
+    from yapo.compare import CompareConfig, run_comparison
 
     def item(country: str, n: int) -> CulturalMCQ:
         return CulturalMCQ(
@@ -170,7 +170,7 @@ def test_5_country_folders_are_sanitised_and_collisions_refused(tmp_path: Path) 
     items = [item(c, n) for c in (".", "..") for n in range(2)]
     out = tmp_path / "a" / "out"
     with pytest.raises(YapoError, match="would be written to the folder"):
-        run_comparison(items, out, CompareSettings(methods=("caa",)), log=lambda _: None)
+        run_comparison(items, out, CompareConfig(methods=("caa",)), log=lambda _: None)
     assert not (tmp_path / "a").exists()  # refused before anything was written
 
 

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import make_sae, make_tokenizer
 from tests.methods_support import steerable_model
 
-from yapo.compare import CompareSettings, run_comparison
+from yapo.compare import CompareConfig, run_comparison
 from yapo.data.cultural import mcq_to_preferences
 from yapo.data.demo import load_demo_mcq
 from yapo.data.prompts import format_prompt
@@ -122,9 +122,9 @@ def test_bad_selection_settings_are_refused() -> None:
         SelectionConfig(metric="pnlg"),
     ):
         with pytest.raises(YapoError):
-            bad.check()
+            bad.validate()
     with pytest.raises(YapoError, match="validation"):
-        CompareSettings(validation_fraction=0.0).check()
+        CompareConfig(validation_fraction=0.0).validate()
 
 
 def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
@@ -133,7 +133,7 @@ def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
     items = load_demo_mcq(countries=["Egypt"], languages=["en"])
-    settings = CompareSettings(
+    settings = CompareConfig(
         methods=("caa", "bipo"),
         model=str(saved_model_dir),
         sae=str(sae_dir),

@@ -43,22 +43,14 @@ from yapo._io import write_json
 from yapo.data.records import CulturalMCQ, PreferencePair
 from yapo.errors import YapoError
 from yapo.evaluate.selection import SelectionConfig
+from yapo.methods.registry import DEFAULT_METHODS, MethodSpec, check_methods, method_spec
+from yapo.methods.reuse import Action, decide
 
-DEFAULT_METHODS = ("yapo", "bipo", "caa", "sas")
-# "<method>-reps": the same trainer and vector kind with RePS's objective (method_objective)
-METHODS = (*DEFAULT_METHODS, "yapo-reps", "bipo-reps")
 Log = Callable[[str], None]
 
 
-def method_objective(method: str) -> tuple[str, str]:
-    """The trainer method and objective of a compared method: ``"yapo-reps"`` ->
-    ``("yapo", "reps")``, ``"bipo"`` -> ``("bipo", "bipo")``."""
-    base, _, objective = method.partition("-")
-    return base, objective or "bipo"
-
-
 @dataclass
-class CompareSettings:
+class CompareConfig:
     """What is trained, how, and how strength is chosen.
 
     Training settings left at ``None`` take the trainer's defaults
@@ -90,12 +82,8 @@ class CompareSettings:
     seed: int = 0
     retrain: bool = False
 
-    def check(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise YapoError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-        if not self.methods:
-            raise YapoError("no methods to compare; give at least one of yapo,bipo,caa,sas")
+    def validate(self) -> None:
+        check_methods(self.methods)
         if not 0 < self.test_fraction < 1:
             raise YapoError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.validation_fraction < 1:
@@ -108,7 +96,7 @@ class CompareSettings:
                     "--multiplier auto chooses λ on validation questions, but "
                     "--validation-fraction is 0; hold some out or give a fixed --multiplier"
                 )
-            self.selection.check()
+            self.selection.validate()
         elif isinstance(self.multiplier, str) or not math.isfinite(self.multiplier):
             raise YapoError(
                 f"multiplier must be a finite number or 'auto', got {self.multiplier!r}"
@@ -181,7 +169,7 @@ def select_items(
 def run_comparison(
     items: Sequence[CulturalMCQ],
     out: str | Path,
-    settings: CompareSettings | None = None,
+    settings: CompareConfig | None = None,
     *,
     countries: Sequence[str] | None = None,
     languages: Sequence[str] | None = None,
@@ -189,70 +177,110 @@ def run_comparison(
     extra_settings: dict[str, Any] | None = None,
 ) -> ComparisonResult:
     """Per country: train ``settings.methods`` and evaluate them against no steering."""
-    from yapo.data.files import write_jsonl
-    from yapo.data.split import split_by_question
-    from yapo.evaluate.benchmark import (
-        BASELINE,
-        BenchmarkResult,
-        Condition,
-        ConditionResult,
-        MetricOptions,
-        run_benchmark,
-        write_benchmark,
-    )
-    from yapo.evaluate.mcq import McqConfig, McqRun
-    from yapo.evaluate.selection import select_multipliers
-    from yapo.evaluate.sweep import write_sweep
-    from yapo.models.loading import load_model
-    from yapo.report.gather import build_report
-    from yapo.sae.formats import load_sae
-
-    settings = settings or CompareSettings()
-    settings.check()
-    groups = select_items(items, countries, languages)
     from yapo._paths import distinct_components
+    from yapo.evaluate.mcq import McqConfig
 
+    settings = settings or CompareConfig()
+    settings.validate()
+    groups = select_items(items, countries, languages)
     # one folder per country, never outside OUT nor OUT/eval or OUT/report themselves
     country_dirs = distinct_components(
         groups, "country", reserved=("eval", "report"), fallback="country"
     )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    clock = _Clock()
+    splits = {country: _split(country, chosen, settings) for country, chosen in groups.items()}
+    clock.mark()
+    model, tokenizer, sae, layer = _load(settings)
+    clock.lap("load")
+    study = _Study(
+        settings, model, tokenizer, sae, layer, McqConfig(shared_lower=settings.shared_lower), log
+    )
+    outcomes = {
+        country: _compare_country(study, country, split, folder / country_dirs[country], clock)
+        for country, split in splits.items()
+    }
+    return _finish(study, outcomes, folder, clock, extra_settings)
 
-    def lap(name: str, since: float) -> float:
+
+Split = tuple[list[CulturalMCQ], list[CulturalMCQ], list[CulturalMCQ]]
+
+
+class _Clock:
+    """Wall time of each stage (``comparison.json``'s timings) and of the whole run."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def mark(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
         now = time.perf_counter()
-        timings[name] = round(now - since, 1)
-        return now
+        self.timings[name] = round(now - self.last, 1)
+        self.last = now
 
-    splits: dict[str, tuple[list[CulturalMCQ], list[CulturalMCQ], list[CulturalMCQ]]] = {}
-    for country, chosen in groups.items():
-        question_ids = sorted({item.question_id for item in chosen})
-        if len(question_ids) < 2:
-            raise YapoError(f"{country} has {len(question_ids)} question(s); need at least 2")
-        if settings.max_questions is not None:
-            keep = set(question_ids[: settings.max_questions])
-            chosen = [item for item in chosen if item.question_id in keep]
-        train_items, test_items = split_by_question(chosen, settings.test_fraction, settings.seed)
-        fit_items, validation_items = train_items, list[CulturalMCQ]()
-        if settings.validation_fraction > 0:
-            fit_items, validation_items = split_by_question(
-                train_items, settings.validation_fraction, settings.seed
-            )
-        if settings.multiplier == "auto" and not validation_items:
-            raise YapoError(
-                f"{country}: too few training questions to hold any out for choosing λ; "
-                "use more questions or a fixed --multiplier"
-            )
-        splits[country] = (fit_items, validation_items, test_items)
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 1)
 
-    t = time.perf_counter()
+
+@dataclass
+class _Study:
+    """What every country of one comparison shares: settings, model, SAE, layer, log."""
+
+    settings: CompareConfig
+    model: Any
+    tokenizer: Any
+    sae: Any
+    layer: int
+    mcq_config: Any
+    log: Log
+
+
+@dataclass
+class _Outcome:
+    """One country's sizes, evaluation results, chosen λ and folders for the report."""
+
+    sizes: dict[str, int]
+    results: list[Any]
+    folders: list[Path]
+    selection: dict[str, Any] | None
+
+
+def _split(country: str, chosen: list[CulturalMCQ], settings: CompareConfig) -> Split:
+    """Training, validation and test items of one country, split by question."""
+    from yapo.data.split import split_by_question
+
+    question_ids = sorted({item.question_id for item in chosen})
+    if len(question_ids) < 2:
+        raise YapoError(f"{country} has {len(question_ids)} question(s); need at least 2")
+    if settings.max_questions is not None:
+        keep = set(question_ids[: settings.max_questions])
+        chosen = [item for item in chosen if item.question_id in keep]
+    train_items, test_items = split_by_question(chosen, settings.test_fraction, settings.seed)
+    fit_items, validation_items = train_items, list[CulturalMCQ]()
+    if settings.validation_fraction > 0:
+        fit_items, validation_items = split_by_question(
+            train_items, settings.validation_fraction, settings.seed
+        )
+    if settings.multiplier == "auto" and not validation_items:
+        raise YapoError(
+            f"{country}: too few training questions to hold any out for choosing λ; "
+            "use more questions or a fixed --multiplier"
+        )
+    return fit_items, validation_items, test_items
+
+
+def _load(settings: CompareConfig) -> tuple[Any, Any, Any, int]:
+    """The model, the SAE (when a method or the layer needs it) and the steering layer."""
+    from yapo.models.loading import load_model
+    from yapo.sae.formats import load_sae
+
     model, tokenizer = load_model(settings.model)
-    # The SAE is needed by YaPO and SAS, and by everyone when the layer is its layer.
-    bases = {method_objective(m)[0] for m in settings.methods}
-    needs_sae = bool({"yapo", "sas"} & bases) or settings.layer is None
-    sae = load_sae(settings.sae, model=model) if needs_sae else None
+    sparse = any(method_spec(m).needs_sae for m in settings.methods)
+    sae = load_sae(settings.sae, model=model) if sparse or settings.layer is None else None
     layer = settings.layer
     if layer is None:
         hook_layer = sae.metadata.get("hook_layer") if sae is not None else None
@@ -261,113 +289,204 @@ def run_comparison(
                 f"SAE {settings.sae!r} does not record its layer (hook_layer); pass --layer"
             )
         layer = int(hook_layer)
-    t = lap("load", t)
+    return model, tokenizer, sae, layer
 
-    merged: dict[str, list[ConditionResult]] = {}
-    run_folders: list[Path] = []
-    sizes: dict[str, dict[str, int]] = {}
-    chosen_multipliers: dict[str, dict[str, Any]] = {}
-    mcq_config = McqConfig(shared_lower=settings.shared_lower)
-    for country, (train_items, validation_items, test_items) in splits.items():
-        pairs = _pairs(train_items, settings.pair_policy, model, tokenizer, mcq_config)
-        validation_pairs = _pairs(
-            validation_items, settings.pair_policy, model, tokenizer, mcq_config
-        )
-        sizes[country] = {
-            "train_items": len(train_items),
-            "train_pairs": len(pairs),
-            "validation_items": len(validation_items),
-            "validation_pairs": len(validation_pairs),
-            "test_items": len(test_items),
-        }
-        if not pairs:
-            raise YapoError(
-                f"{country}: no training item has a usable rejected option under pair policy "
-                f"{settings.pair_policy!r}, so there are no preference pairs"
-                + (" (the data needs western_index)" if settings.pair_policy == "western" else "")
-            )
-        log(
-            f"compare: {country}: {len(train_items)} training items -> {len(pairs)} "
-            f"preference pairs ({settings.pair_policy}), {len(validation_items)} validation "
-            f"items, {len(test_items)} held-out items"
-        )
-        country_dir = folder / country_dirs[country]
-        # The split itself, so that sweeps and inspections can use exactly these questions.
-        write_jsonl(country_dir / "train_pairs.jsonl", pairs)
-        write_jsonl(country_dir / "validation_pairs.jsonl", validation_pairs)
-        write_jsonl(country_dir / "validation_items.jsonl", validation_items)
-        write_jsonl(country_dir / "test_items.jsonl", test_items)
-        vectors = []
-        for method in settings.methods:
-            run_dir = country_dir / "runs" / method
-            key = _training_key(method, pairs, validation_pairs, layer, sae, settings)
-            state = "new" if settings.retrain else _run_state(run_dir, key)
-            if state == "finished":
-                log(f"compare: {country}: {method} already trained in {run_dir}")
-                vector = _load_vector(run_dir)
-            else:
-                trained = method_objective(method)[0] in ("yapo", "bipo")
-                resume = state == "interrupted" and trained
-                verb = "resuming" if resume else "training"
-                log(f"compare: {country}: {verb} {method} at layer {layer} ...")
-                run_dir.mkdir(parents=True, exist_ok=True)
-                write_json(run_dir / _KEY_FILE, {**key, "finished": False})
-                vector = _train(
-                    method,
-                    pairs,
-                    validation_pairs,
-                    model,
-                    tokenizer,
-                    layer,
-                    sae,
-                    run_dir,
-                    settings,
-                    resume,
-                )
-                write_json(run_dir / _KEY_FILE, {**key, "finished": True})
-            vectors.append((method, vector, str(run_dir)))
-            run_folders.append(run_dir)
-            t = lap(f"{country}/train_{method}", t)
-        multipliers = {method: settings.multiplier for method, _, _ in vectors}
-        if settings.multiplier == "auto":
-            log(f"compare: {country}: choosing λ on {len(validation_items)} validation items ...")
-            selection = select_multipliers(
-                model,
-                tokenizer,
-                validation_items,
-                vectors,
-                settings.selection,
-                mcq_config=mcq_config,
-                log=log,
-            )
-            run_folders.append(write_sweep(selection, country_dir / "selection"))
-            assert selection.selection is not None
-            multipliers = {
-                name: chosen["multiplier"] for name, chosen in selection.selection.items()
-            }
-            chosen_multipliers[country] = selection.selection
-            t = lap(f"{country}/select", t)
-        log(f"compare: {country}: evaluating no steering and every vector ...")
-        conditions = [Condition(BASELINE)] + [
-            Condition(method, vector, float(multipliers[method]), 1, source)
-            for method, vector, source in vectors
-        ]
-        benchmark = run_benchmark(
-            model,
-            tokenizer,
-            conditions,
-            mcq_items=test_items,
-            mcq_config=mcq_config,
-            settings={"country": country, "layer": layer},
-            log=log,
-        )
-        write_benchmark(benchmark, country_dir / "eval")
-        for result in benchmark.results:
-            merged.setdefault(result.condition.name, []).append(result)
-        t = lap(f"{country}/evaluate", t)
 
-    metrics = MetricOptions()
-    combined: list[ConditionResult] = []
+def _compare_country(
+    study: _Study, country: str, split: Split, country_dir: Path, clock: _Clock
+) -> _Outcome:
+    """Pairs, vectors, λ and the evaluation of one country (its folder holds them all)."""
+    from yapo.data.files import write_jsonl
+    from yapo.evaluate.benchmark import BASELINE, Condition, run_benchmark, write_benchmark
+
+    settings, log = study.settings, study.log
+    train_items, validation_items, test_items = split
+    pairs, validation_pairs = _country_pairs(study, country, split)
+    # The split itself, so that sweeps and inspections can use exactly these questions.
+    write_jsonl(country_dir / "train_pairs.jsonl", pairs)
+    write_jsonl(country_dir / "validation_pairs.jsonl", validation_pairs)
+    write_jsonl(country_dir / "validation_items.jsonl", validation_items)
+    write_jsonl(country_dir / "test_items.jsonl", test_items)
+    vectors = []
+    for method in settings.methods:
+        run_dir = country_dir / "runs" / method
+        vector = _vector(study, country, method, pairs, validation_pairs, run_dir)
+        vectors.append((method, vector, str(run_dir)))
+        clock.lap(f"{country}/train_{method}")
+    folders = [Path(source) for _, _, source in vectors]
+    multipliers: dict[str, Any] = {method: settings.multiplier for method, _, _ in vectors}
+    selection = None
+    if settings.multiplier == "auto":
+        multipliers, selection, chosen_at = _choose_multipliers(
+            study, country, validation_items, vectors, country_dir
+        )
+        folders.append(chosen_at)
+        clock.lap(f"{country}/select")
+    log(f"compare: {country}: evaluating no steering and every vector ...")
+    conditions = [Condition(BASELINE)] + [
+        Condition(method, vector, float(multipliers[method]), 1, source)
+        for method, vector, source in vectors
+    ]
+    benchmark = run_benchmark(
+        study.model,
+        study.tokenizer,
+        conditions,
+        mcq_items=test_items,
+        mcq_config=study.mcq_config,
+        settings={"country": country, "layer": study.layer},
+        log=log,
+    )
+    write_benchmark(benchmark, country_dir / "eval")
+    clock.lap(f"{country}/evaluate")
+    sizes = {
+        "train_items": len(train_items),
+        "train_pairs": len(pairs),
+        "validation_items": len(validation_items),
+        "validation_pairs": len(validation_pairs),
+        "test_items": len(test_items),
+    }
+    return _Outcome(sizes, list(benchmark.results), folders, selection)
+
+
+def _country_pairs(
+    study: _Study, country: str, split: Split
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Training and validation preference pairs of one country, under the pair policy."""
+    settings = study.settings
+    train_items, validation_items, test_items = split
+    policy = settings.pair_policy
+    pairs = _pairs(train_items, policy, study.model, study.tokenizer, study.mcq_config)
+    validation_pairs = _pairs(
+        validation_items, policy, study.model, study.tokenizer, study.mcq_config
+    )
+    if not pairs:
+        raise YapoError(
+            f"{country}: no training item has a usable rejected option under pair policy "
+            f"{policy!r}, so there are no preference pairs"
+            + (" (the data needs western_index)" if policy == "western" else "")
+        )
+    study.log(
+        f"compare: {country}: {len(train_items)} training items -> {len(pairs)} "
+        f"preference pairs ({policy}), {len(validation_items)} validation "
+        f"items, {len(test_items)} held-out items"
+    )
+    return pairs, validation_pairs
+
+
+def _vector(
+    study: _Study,
+    country: str,
+    method: str,
+    pairs: list[PreferencePair],
+    validation_pairs: list[PreferencePair],
+    run_dir: Path,
+) -> Any:
+    """The method's vector for this country: reused, resumed or trained (:mod:`yapo.methods.reuse`)."""
+    settings, log = study.settings, study.log
+    key = _training_key(method, pairs, validation_pairs, study.layer, study.sae, settings)
+    action = "train" if settings.retrain else _reuse_action(run_dir, key, method_spec(method))
+    if action == "reuse":
+        log(f"compare: {country}: {method} already trained in {run_dir}")
+        return _load_vector(run_dir)
+    resume = action == "resume"
+    verb = "resuming" if resume else "training"
+    log(f"compare: {country}: {verb} {method} at layer {study.layer} ...")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / _KEY_FILE, {**key, "finished": False})
+    vector = _train(
+        method,
+        pairs,
+        validation_pairs,
+        study.model,
+        study.tokenizer,
+        study.layer,
+        study.sae,
+        run_dir,
+        settings,
+        resume,
+    )
+    write_json(run_dir / _KEY_FILE, {**key, "finished": True})
+    return vector
+
+
+def _choose_multipliers(
+    study: _Study,
+    country: str,
+    validation_items: list[CulturalMCQ],
+    vectors: list[tuple[str, Any, str]],
+    country_dir: Path,
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Each vector's λ chosen on the validation items; the sweep is written for the report."""
+    from yapo.evaluate.selection import select_multipliers
+    from yapo.evaluate.sweep import write_sweep
+
+    study.log(f"compare: {country}: choosing λ on {len(validation_items)} validation items ...")
+    selection = select_multipliers(
+        study.model,
+        study.tokenizer,
+        validation_items,
+        vectors,
+        study.settings.selection,
+        mcq_config=study.mcq_config,
+        log=study.log,
+    )
+    written = write_sweep(selection, country_dir / "selection")
+    assert selection.selection is not None
+    multipliers = {name: chosen["multiplier"] for name, chosen in selection.selection.items()}
+    return multipliers, selection.selection, written
+
+
+def _finish(
+    study: _Study,
+    outcomes: dict[str, _Outcome],
+    folder: Path,
+    clock: _Clock,
+    extra_settings: dict[str, Any] | None,
+) -> ComparisonResult:
+    """Merge the countries into one table, build the report, write ``comparison.json``."""
+    from yapo.evaluate.benchmark import BenchmarkResult, write_benchmark
+    from yapo.report.gather import build_report
+
+    settings = study.settings
+    sizes = {country: outcome.sizes for country, outcome in outcomes.items()}
+    result_settings = {
+        "comparison": _settings_json(settings),
+        "layer": study.layer,
+        "countries": sizes,
+        "chosen_multipliers": {
+            country: outcome.selection
+            for country, outcome in outcomes.items()
+            if outcome.selection is not None
+        },
+        **(extra_settings or {}),
+    }
+    model_name = str(getattr(study.model, "name_or_path", "") or settings.model)
+    combined = _merge([r for outcome in outcomes.values() for r in outcome.results])
+    eval_folder = write_benchmark(
+        BenchmarkResult(model_name, combined, result_settings), folder / "eval"
+    )
+    run_folders = [f for outcome in outcomes.values() for f in outcome.folders]
+    report = build_report([*run_folders, eval_folder], folder / "report")
+    clock.lap("report")
+    seconds = clock.seconds()
+    table = (eval_folder / "tables.md").read_text(encoding="utf-8")
+    write_json(
+        folder / "comparison.json",
+        {**result_settings, "seconds": seconds, "timings": clock.timings},
+    )
+    return ComparisonResult(folder, report, seconds, table, study.layer, clock.timings, sizes)
+
+
+def _merge(results: list[Any]) -> list[Any]:
+    """Each condition's predictions over all countries as one result (countries as rows)."""
+    from yapo.evaluate.benchmark import ConditionResult, MetricConfig
+    from yapo.evaluate.mcq import McqRun
+
+    merged: dict[str, list[Any]] = {}
+    for result in results:
+        merged.setdefault(result.condition.name, []).append(result)
+    metrics = MetricConfig()
+    combined = []
     for parts in merged.values():
         runs = [part.mcq for part in parts if part.mcq is not None]
         run = McqRun([prediction for one in runs for prediction in one.predictions])
@@ -376,26 +495,7 @@ def run_comparison(
         source = ", ".join(p.condition.source or "" for p in parts) or None
         condition = replace(parts[0].condition, source=source)
         combined.append(ConditionResult(condition, run, metrics.summarize(run.pairs())))
-    result_settings = {
-        "comparison": _settings_json(settings),
-        "layer": layer,
-        "countries": sizes,
-        "chosen_multipliers": chosen_multipliers,
-        **(extra_settings or {}),
-    }
-    model_name = str(getattr(model, "name_or_path", "") or settings.model)
-    eval_folder = write_benchmark(
-        BenchmarkResult(model_name, combined, result_settings), folder / "eval"
-    )
-    report = build_report([*run_folders, eval_folder], folder / "report")
-    lap("report", t)
-    seconds = round(time.perf_counter() - started, 1)
-    table = (eval_folder / "tables.md").read_text(encoding="utf-8")
-    write_json(
-        folder / "comparison.json",
-        {**result_settings, "seconds": seconds, "timings": timings},
-    )
-    return ComparisonResult(folder, report, seconds, table, layer, timings, sizes)
+    return combined
 
 
 _KEY_FILE = "comparison_key.json"
@@ -424,7 +524,7 @@ def _digest(pairs: Sequence[PreferencePair]) -> str:
     return digest.hexdigest()
 
 
-def _preference_settings(settings: CompareSettings) -> dict[str, Any]:
+def _preference_settings(settings: CompareConfig) -> dict[str, Any]:
     """The training settings compare passes to YaPO/BiPO (unset ones: trainer defaults)."""
     chosen = {
         "epochs": settings.epochs,
@@ -442,35 +542,32 @@ def _training_key(
     validation_pairs: Sequence[PreferencePair],
     layer: int,
     sae: Any,
-    settings: CompareSettings,
+    settings: CompareConfig,
 ) -> dict[str, Any]:
     """What a trained vector depends on: reuse it only when all of this is unchanged."""
+    spec = method_spec(method)  # the objective is in the method's name
     key: dict[str, Any] = {"method": method, "layer": layer, "pairs": _digest(pairs)}
-    base, _ = method_objective(method)  # the objective is in the method's name
-    if base in ("yapo", "bipo"):
+    if spec.optimized:
         key.update(
             validation_pairs=_digest(validation_pairs),
             training=_preference_settings(settings),
         )
-    if base in ("yapo", "sas") and sae is not None:
+    if spec.needs_sae and sae is not None:
         key["sae_checksum"] = sae.checksum()
     key["model"] = settings.model
     return key
 
 
-def _run_state(run_dir: Path, key: dict[str, Any]) -> str:
-    """``finished`` (reuse it), ``interrupted`` (same settings, resume from its newest
-    checkpoint) or ``new`` (no run, or one made with other settings: train afresh)."""
+def _reuse_action(run_dir: Path, key: dict[str, Any], spec: MethodSpec) -> Action:
+    """What :func:`yapo.methods.reuse.decide` says of the run recorded in ``run_dir``."""
     key_file = run_dir / _KEY_FILE
-    if not key_file.is_file():
-        return "new"
-    saved = json.loads(key_file.read_text(encoding="utf-8"))
-    finished = bool(saved.pop("finished", True))
-    if saved != key:
-        return "new"
-    if finished and (run_dir / "vector" / "config.json").is_file():
-        return "finished"
-    return "interrupted"
+    saved: dict[str, Any] | None = None
+    finished = False
+    if key_file.is_file():
+        saved = json.loads(key_file.read_text(encoding="utf-8"))
+        finished = bool(saved.pop("finished", True))
+        finished = finished and (run_dir / "vector" / "config.json").is_file()
+    return decide(saved, key, finished=finished, resumable=spec.optimized, on_change="train")
 
 
 def _load_vector(run_dir: Path) -> Any:
@@ -488,26 +585,24 @@ def _train(
     layer: int,
     sae: Any,
     run_dir: Path,
-    settings: CompareSettings,
+    settings: CompareConfig,
     resume: bool = False,
 ) -> Any:
     from yapo.methods.api import train
 
+    spec = method_spec(method)
     extra: dict[str, Any] = {}
-    base, objective = method_objective(method)
-    if base in ("yapo", "bipo"):
+    if spec.optimized:
         extra = _preference_settings(settings)
-        if objective != "bipo":
-            extra["objective"] = objective
         if validation_pairs:
             extra["eval_data"] = list(validation_pairs)
     result = train(
-        base,
+        method,
         data=pairs,
         model=model,
         tokenizer=tokenizer,
         layer=layer,
-        sae=sae if base in ("yapo", "sas") else None,
+        sae=sae if spec.needs_sae else None,
         out=run_dir,
         overwrite=True,
         resume=resume,
@@ -517,17 +612,8 @@ def _train(
     return result.vector
 
 
-def _settings_json(settings: CompareSettings) -> dict[str, Any]:
+def _settings_json(settings: CompareConfig) -> dict[str, Any]:
     data = asdict(settings)
     data["methods"] = list(settings.methods)
     data["selection"] = settings.selection.to_json()
     return data
-
-
-def parse_methods(text: str) -> tuple[str, ...]:
-    """``"yapo,bipo"`` -> ``("yapo", "bipo")``, refusing unknown names."""
-    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise YapoError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
-    return methods

@@ -9,23 +9,19 @@ from typing import Annotated, Any
 
 import typer
 
-from yapo.cli.options import NoCacheOption
+from yapo.cli.options import (
+    BatchOption,
+    ChatOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    NoCacheOption,
+    OutOption,
+    SaeOption,
+    ThreadsOption,
+    parse_chat,
+)
 from yapo.errors import YapoError
-
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
-]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")]
-DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
-ThreadsOption = Annotated[
-    int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
-]
-SaeOption = Annotated[
-    str | None, typer.Option(help="SAE reference (for dense vectors, or to override).")
-]
-BatchOption = Annotated[int, typer.Option(help="Items per forward pass.")]
-ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -46,13 +42,6 @@ def _threads(threads: int | None) -> None:
         if threads < 1:
             raise YapoError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-
-
-def _chat(value: str) -> bool | str:
-    mapping: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
-    if value not in mapping:
-        raise YapoError(f"--chat must be auto, on or off, got {value!r}")
-    return mapping[value]
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -151,7 +140,7 @@ def patch_command(
     pairs = pairs_from_mcqs(
         tokenizer,
         items,
-        chat=_chat(chat),  # type: ignore[arg-type]
+        chat=parse_chat(chat),  # type: ignore[arg-type]
         choices=choices,  # type: ignore[arg-type]
     )
     _log(f"patching {len(pairs)} items from {data} at every chosen layer of {model}")
@@ -376,8 +365,44 @@ def behaviour_command(
     no_cache: NoCacheOption = False,
 ) -> None:
     """BiPO's behaviour tasks: A/B accuracy across multipliers (and judged open-ended answers)."""
+    from yapo.evaluate.behaviour import BehaviourConfig
+
+    _threads(threads)
+    config = BehaviourConfig(
+        multipliers=_float_list(multipliers, "--multipliers"),
+        direction=direction,
+        chat=parse_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        shared_lower=not no_cache,
+    )
+    judge = (judge_url, judge_model, judge_local) if open_ended else None
+    run_behaviour_task(
+        task, data, out, model, vector, sae, layer, config, limit, judge, dtype, device
+    )
+
+
+def run_behaviour_task(
+    task: str,
+    data: Path | None,
+    out: Path,
+    model: str,
+    vector: Path | None,
+    sae: str | None,
+    layer: int | None,
+    config: Any,
+    limit: int | None,
+    judge_spec: tuple[str | None, str | None, str | None] | None,
+    dtype: str | None,
+    device: str | None,
+) -> None:
+    """One behaviour evaluation (``yapo behaviour`` and ``yapo eval --task``): load the
+    task, the vector and the model, score every multiplier of ``config``, write and print.
+
+    ``judge_spec`` is ``(url, model, local)`` for judged open-ended answers, or ``None``.
+    """
     from yapo.evaluate.behaviour import (
-        BehaviourConfig,
         load_behaviour,
         make_behaviour_judge,
         run_behaviour,
@@ -387,29 +412,17 @@ def behaviour_command(
     from yapo.sae import load_sae
     from yapo.vectors import load_vector
 
-    _threads(threads)
     items, report = load_behaviour(task, data)
     if report.problems:
         _log(report.summary())
-    items = _sample(items, limit, seed)
+    items = _sample(items, limit, config.seed)
     steering = None
     if vector is not None:
         steering = load_vector(vector, sae=load_sae(sae) if sae else None, layer=layer)
     judge = None
-    if open_ended:
-        judge = make_behaviour_judge(
-            judge_url, judge_model, judge_local, dtype=dtype, device=device
-        )
+    if judge_spec is not None:
+        judge = make_behaviour_judge(*judge_spec, dtype=dtype, device=device)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
-    config = BehaviourConfig(
-        multipliers=_float_list(multipliers, "--multipliers"),
-        direction=direction,
-        chat=_chat(chat),  # type: ignore[arg-type]
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        shared_lower=not no_cache,
-    )
     result = run_behaviour(lm, tokenizer, items, steering, config, judge=judge, log=_log)
     result.metadata.update({"model": model, "vector": str(vector) if vector else None})
     paths = save_behaviour(result, out)
@@ -473,7 +486,7 @@ def mmlu_command(
         direction=direction,
         shots=shots,
         dev=dev_questions,
-        chat=_chat(chat),  # type: ignore[arg-type]
+        chat=parse_chat(chat),  # type: ignore[arg-type]
         batch_size=batch_size,
         shared_lower=not no_cache,
     )

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
-]
+from yapo.cli.options import ModelOption
 
 
 def register(app: typer.Typer) -> None:

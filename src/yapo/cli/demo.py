@@ -13,19 +13,25 @@ from yapo.cli.options import (
     FluencyPromptsOption,
     MaxNllIncreaseOption,
     MaxRepetitionOption,
+    ModelOption,
     MultiplierOption,
     NoCacheOption,
     SelectGridOption,
     SelectMetricOption,
+    StrictOption,
     parse_multiplier,
     selection_config,
 )
-from yapo.compare import CompareSettings
+from yapo.compare import CompareConfig
+from yapo.demo import DemoConfig
+from yapo.methods.registry import METHODS, parse_methods
 
-COMPARE = CompareSettings()  # the one home of the compare/demo defaults
-MethodsOption = Annotated[str, typer.Option(help="Comma-separated subset of yapo,bipo,caa,sas.")]
-ModelOption = Annotated[str, typer.Option(help="Model name (default: the embedded one).")]
-SaeOption = Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")]
+COMPARE = CompareConfig()  # the one home of the compare defaults
+DEMO = DemoConfig()  # and of the demo ones
+MethodsOption = Annotated[str, typer.Option(help=f"Comma-separated subset of {','.join(METHODS)}.")]
+COMPARE_METHODS_TEXT = ",".join(COMPARE.methods)
+DEMO_METHODS_TEXT = ",".join(DEMO.methods)
+CompareSaeOption = Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")]
 LayerOption = Annotated[int | None, typer.Option(help="Steering layer (default: the SAE's layer).")]
 PairPolicyOption = Annotated[
     str,
@@ -45,32 +51,31 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Folder for runs, evaluation and report.")] = Path(
         "runs/demo"
     ),
-    country: Annotated[str, typer.Option(help="Egypt, Morocco, Mexico or Spain.")] = "Egypt",
+    country: Annotated[str, typer.Option(help="Egypt, Morocco, Mexico or Spain.")] = DEMO.country,
     languages: Annotated[
         str | None, typer.Option(help="Comma-separated, e.g. en,ar (default: both).")
     ] = None,
-    methods: MethodsOption = "yapo,bipo,caa,sas",
+    methods: MethodsOption = DEMO_METHODS_TEXT,
     epochs: Annotated[int | None, typer.Option(help="Epochs for YaPO and BiPO.")] = None,
     questions: Annotated[
         int | None,
         typer.Option(help="Questions of the country to use, half held out (0 = all 42)."),
     ] = None,
-    multiplier: MultiplierOption = str(COMPARE.multiplier),
+    multiplier: MultiplierOption = str(DEMO.multiplier),
     select_grid: SelectGridOption = DEFAULT_GRID,
     select_metric: SelectMetricOption = SELECTION.metric,
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
-    pair_policy: PairPolicyOption = COMPARE.pair_policy,
-    model: ModelOption = "default",
-    sae: SaeOption = "default",
-    layer: LayerOption = None,
+    pair_policy: PairPolicyOption = DEMO.pair_policy,
+    model: ModelOption = DEMO.model,
+    sae: CompareSaeOption = DEMO.sae,
+    layer: LayerOption = DEMO.layer,
     quick: Annotated[bool, typer.Option(help="Reduced run (what CI does).")] = False,
-    no_cache: NoCacheOption = False,
+    no_cache: NoCacheOption = not DEMO.shared_lower,
 ) -> None:
     """Train YaPO, BiPO, CAA and SAS for one country and compare them with no steering."""
-    from yapo.compare import parse_methods
-    from yapo.demo import DemoSettings, parse_languages, run_demo
+    from yapo.demo import parse_languages, run_demo
 
     local = {"Egypt": "ar", "Morocco": "ar", "Mexico": "es", "Spain": "es"}
     chosen_languages = (
@@ -95,8 +100,8 @@ def demo_command(
         overrides["epochs"] = epochs
     if questions is not None:
         overrides["max_questions"] = questions or None
-    settings = DemoSettings.quick(**overrides) if quick else DemoSettings(**overrides)  # type: ignore[arg-type]
-    settings.check()
+    settings = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)  # type: ignore[arg-type]
+    settings.validate()
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
     typer.echo(f"demo finished in {result.seconds:.0f} s; report: {result.report}")
@@ -116,7 +121,7 @@ def compare_command(
     languages: Annotated[
         str | None, typer.Option(help="Comma-separated languages to keep (default: all).")
     ] = None,
-    methods: MethodsOption = "yapo,bipo,caa,sas",
+    methods: MethodsOption = COMPARE_METHODS_TEXT,
     test_fraction: Annotated[
         float, typer.Option(help="Share of each country's questions held out for the test.")
     ] = COMPARE.test_fraction,
@@ -129,7 +134,7 @@ def compare_command(
     ] = COMPARE.validation_fraction,
     questions: Annotated[
         int | None, typer.Option(help="Use only the first N questions of each country.")
-    ] = None,
+    ] = COMPARE.max_questions,
     pair_policy: PairPolicyOption = COMPARE.pair_policy,
     epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = COMPARE.epochs,
     lr: Annotated[
@@ -152,24 +157,22 @@ def compare_command(
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
-    model: ModelOption = "default",
-    sae: SaeOption = "default",
-    layer: LayerOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
+    model: ModelOption = COMPARE.model,
+    sae: CompareSaeOption = COMPARE.sae,
+    layer: LayerOption = COMPARE.layer,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = COMPARE.seed,
     retrain: Annotated[
         bool, typer.Option(help="Retrain even where a finished run with the same settings exists.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
-    ] = True,
-    no_cache: NoCacheOption = False,
+    ] = COMPARE.retrain,
+    strict: StrictOption = True,
+    no_cache: NoCacheOption = not COMPARE.shared_lower,
 ) -> None:
     """Per country: train each method on its training questions, compare on held-out ones."""
     from yapo.cli.evaluate import load_mcq_data
-    from yapo.compare import parse_methods, run_comparison
+    from yapo.compare import run_comparison
     from yapo.demo import parse_languages
 
-    settings = CompareSettings(
+    settings = CompareConfig(
         methods=parse_methods(methods),
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
@@ -191,7 +194,7 @@ def compare_command(
         seed=seed,
         retrain=retrain,
     )
-    settings.check()
+    settings.validate()
     items, load_report = load_mcq_data(data, strict)
     result = run_comparison(
         items,

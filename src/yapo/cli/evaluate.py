@@ -10,21 +10,27 @@ import typer
 from yapo.cli.options import (
     DEFAULT_GRID,
     SELECTION,
+    BatchOption,
+    ChatOption,
+    DeviceOption,
+    DtypeOption,
     FluencyPromptsOption,
     MaxNllIncreaseOption,
     MaxRepetitionOption,
+    ModelOption,
     MultiplierOption,
     NoCacheOption,
+    OutOption,
+    SaeOption,
     SelectGridOption,
     SelectMetricOption,
+    StrictOption,
+    parse_chat,
     parse_multiplier,
     selection_config,
 )
 from yapo.errors import YapoError
 
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
-]
 DataOption = Annotated[
     str,
     typer.Option(
@@ -38,10 +44,6 @@ VectorOption = Annotated[
         help="Vector folder (or BiPO .pt) to compare; repeat for several; NAME=DIR names it.",
     ),
 ]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-SaeOption = Annotated[
-    str | None, typer.Option(help="SAE for sparse vectors (default: the one they name).")
-]
 DirectionOption = Annotated[int, typer.Option(help="+1 toward the behaviour, -1 away.")]
 ModeOption = Annotated[
     str, typer.Option(help="MCQ scoring: loglik (base models) | generate (\\boxed{}, chat).")
@@ -52,8 +54,6 @@ ChoicesOption = Annotated[
 NormalizeOption = Annotated[
     bool, typer.Option(help="Length-normalize log-likelihoods (per-token mean).")
 ]
-ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
-BatchOption = Annotated[int, typer.Option(help="Rows per forward pass / prompts per generate.")]
 MaxNewOption = Annotated[int, typer.Option(help="Tokens to generate (generate mode, answers).")]
 LimitOption = Annotated[int | None, typer.Option(help="Use only the first N items.")]
 CountriesOption = Annotated[
@@ -64,11 +64,6 @@ AlphaOption = Annotated[float, typer.Option(help="PNLG's α in [0, 1].")]
 BootstrapOption = Annotated[int, typer.Option(help="Bootstrap samples for intervals (0: none).")]
 ConfidenceOption = Annotated[float, typer.Option(help="Interval level.")]
 SeedOption = Annotated[int, typer.Option(help="Bootstrap seed.")]
-DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")]
-DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
-StrictOption = Annotated[
-    bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -79,13 +74,6 @@ def register(app: typer.Typer) -> None:
 
 def _log(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def _chat(value: str) -> bool | str:
-    mapping: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
-    if value not in mapping:
-        raise YapoError(f"--chat must be auto, on or off, got {value!r}")
-    return mapping[value]
 
 
 def _records(loaded: Any) -> tuple[list[Any], Any]:
@@ -179,17 +167,17 @@ def _mcq_config(
         mode=mode,  # type: ignore[arg-type]
         choices=choices,  # type: ignore[arg-type]
         normalize=normalize,
-        chat=_chat(chat),  # type: ignore[arg-type]
+        chat=parse_chat(chat),  # type: ignore[arg-type]
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         shared_lower=shared_lower,
     )
-    config.check()
+    config.validate()
     return config
 
 
 def _metric_options(unit: str, alpha: float, bootstrap: int, confidence: float, seed: int) -> Any:
-    from yapo.evaluate.benchmark import MetricOptions
+    from yapo.evaluate.benchmark import MetricConfig
     from yapo.evaluate.bootstrap import check_settings
     from yapo.evaluate.metrics import UNITS, check_alpha
 
@@ -197,7 +185,7 @@ def _metric_options(unit: str, alpha: float, bootstrap: int, confidence: float, 
         raise YapoError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     check_alpha(alpha)
     check_settings(bootstrap, confidence)
-    return MetricOptions(
+    return MetricConfig(
         unit=unit,  # type: ignore[arg-type]
         alpha=alpha,
         samples=bootstrap,
@@ -332,37 +320,24 @@ def eval_command(
     from yapo.models import load_model
 
     if task is not None:
-        from yapo.cli.analysis import behaviour_command
-
-        if vector and len(vector) > 1:
-            raise YapoError("--task evaluates one vector at a time; give a single --vector")
-        path = Path(vector[0].split("=", 1)[-1]) if vector else None
-        fixed = parse_multiplier(multiplier)
-        if not isinstance(fixed, float):
-            raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
-        behaviour_command(
-            task=task,
-            out=out,
-            model=model,
-            data=Path(data) if data else None,
-            vector=path,
-            sae=sae,
-            layer=None,
-            multipliers=f"{-fixed},0,{fixed}",
-            direction=direction,
-            limit=limit,
-            seed=seed,
-            open_ended=bool(judge_url or judge_local),
-            judge_url=judge_url,
-            judge_model=judge_model,
-            judge_local=judge_local,
-            max_new_tokens=max_new_tokens,
-            chat=chat,
-            batch_size=batch_size,
-            dtype=dtype,
-            device=device,
-            threads=None,
-            no_cache=no_cache,
+        _behaviour_task(
+            task,
+            out,
+            model,
+            data,
+            vector,
+            sae,
+            multiplier,
+            direction,
+            limit,
+            seed,
+            (judge_url, judge_model, judge_local),
+            max_new_tokens,
+            chat,
+            batch_size,
+            dtype,
+            device,
+            no_cache,
         )
         return
     if not data and not open_data:
@@ -449,7 +424,7 @@ def eval_command(
         judge=judge,
         mcq_config=mcq_config,
         open_config=OpenConfig(
-            chat=_chat(chat),  # type: ignore[arg-type]
+            chat=parse_chat(chat),  # type: ignore[arg-type]
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
         ),
@@ -461,6 +436,62 @@ def eval_command(
     typer.echo((folder / "tables.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {folder}/results.json, tables.md, tables.json", err=True)
     _judge_exit(result, judge_max_failures)
+
+
+def _behaviour_task(
+    task: str,
+    out: Path,
+    model: str,
+    data: str,
+    vector: list[str] | None,
+    sae: str | None,
+    multiplier: str,
+    direction: int,
+    limit: int | None,
+    seed: int,
+    judge: tuple[str | None, str | None, str | None],
+    max_new_tokens: int,
+    chat: str,
+    batch_size: int,
+    dtype: str | None,
+    device: str | None,
+    no_cache: bool,
+) -> None:
+    """``eval --task``: the behaviour evaluation of ``yapo behaviour`` at -λ, 0, +λ."""
+    from yapo.cli.analysis import run_behaviour_task
+    from yapo.evaluate.behaviour import BehaviourConfig
+
+    if vector and len(vector) > 1:
+        raise YapoError("--task evaluates one vector at a time; give a single --vector")
+    path = Path(vector[0].split("=", 1)[-1]) if vector else None
+    fixed = parse_multiplier(multiplier)
+    if not isinstance(fixed, float):
+        raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
+    config = BehaviourConfig(
+        multipliers=[-fixed, 0.0, fixed],
+        direction=direction,
+        chat=parse_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        shared_lower=not no_cache,
+    )
+    open_ended = bool(judge[0] or judge[2])  # a URL or a local judge: judged answers too
+    data_path = Path(data) if data else None
+    run_behaviour_task(
+        task,
+        data_path,
+        out,
+        model,
+        path,
+        sae,
+        None,
+        config,
+        limit,
+        judge if open_ended else None,
+        dtype,
+        device,
+    )
 
 
 def _judge_exit(result: Any, max_failures: int | None) -> None:

@@ -1,18 +1,56 @@
 """Options shared by several commands, defined once (defaults come from the config classes).
 
+Every option alias used by more than one command lives here, so that its name, short
+flag and help read the same in every command's ``--help``.
+
 ``--multiplier`` takes a number or ``auto``; ``auto`` chooses each vector's λ on
 validation questions (:mod:`yapo.evaluate.selection`) with the selection options below.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from yapo.errors import YapoError
 from yapo.evaluate.selection import SELECTION_METRICS, SelectionConfig
 
 SELECTION = SelectionConfig()  # the one home of the selection defaults
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+DtypeOption = Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")]
+ThreadsOption = Annotated[
+    int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+]
+SaeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="SAE reference: for sparse vectors (default: the one they name), or to "
+        "read a dense vector in SAE space."
+    ),
+]
+ChatOption = Annotated[str, typer.Option(help="Chat template: auto | on | off.")]
+BatchOption = Annotated[int, typer.Option(help="Rows per forward pass / prompts per generate.")]
+StrictOption = Annotated[
+    bool, typer.Option(help="Stop on invalid data records (--no-strict skips them).")
+]
+CHAT_MODES: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+_OLD_CHAT: dict[str, bool | str] = {"yes": True, "no": False}  # `yapo train`'s first spelling
+
+
+def parse_chat(value: str) -> bool | str:
+    """``--chat``: ``auto`` (when the tokenizer has a template), ``on`` or ``off``."""
+    mapping = {**CHAT_MODES, **_OLD_CHAT}
+    if value not in mapping:
+        raise YapoError(f"--chat must be auto, on or off, got {value!r}")
+    return mapping[value]
 
 
 def _grid(values: tuple[float, ...]) -> str:
@@ -61,11 +99,17 @@ FluencyPromptsOption = Annotated[
 DEFAULT_GRID = _grid(SELECTION.multipliers)
 
 
+def config_help(config: type[Any], name: str) -> str:
+    """The help text a config dataclass declares for field ``name`` (its metadata)."""
+    for item in fields(config):
+        if item.name == name:
+            return str(item.metadata["help"])
+    raise KeyError(f"{config.__name__} has no field {name!r}")
+
+
 def parse_multiplier(text: str) -> float | str:
     """``"auto"`` or a finite number, else a clear error."""
     import math
-
-    from yapo.errors import YapoError
 
     if text.strip().lower() == "auto":
         return "auto"
@@ -100,5 +144,5 @@ def selection_config(
         fluency_prompts=fluency_prompts,
         fluency_tokens=SELECTION.fluency_tokens,
     )
-    config.check()
+    config.validate()
     return config

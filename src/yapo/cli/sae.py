@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
+from yapo.cli.options import ModelOption
+
 sae_app = typer.Typer(
     help="Train and evaluate sparse autoencoders on a model's residual stream.",
     no_args_is_help=True,
 )
 
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
-]
 CorpusOption = Annotated[
     list[Path],
     typer.Option(
@@ -101,10 +100,10 @@ def train_command(
 ) -> None:
     """Train a JumpReLU or TopK SAE on one layer's activations over a text corpus."""
     from yapo.models import load_model
-    from yapo.sae.training.pipeline import TrainOptions, train_sae
+    from yapo.sae.training.pipeline import SAEPipelineConfig, train_sae
 
     chosen_layer = _layer_for(model, layer)
-    options = TrainOptions(
+    options = SAEPipelineConfig(
         layer=chosen_layer,
         width=width,
         architecture=architecture,  # type: ignore[arg-type]

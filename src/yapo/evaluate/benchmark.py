@@ -121,7 +121,7 @@ def make_conditions(
 
 
 @dataclass
-class MetricOptions:
+class MetricConfig:
     """How pairs are formed and how intervals are drawn (see :mod:`yapo.evaluate.metrics`)."""
 
     unit: Unit = "country"
@@ -202,7 +202,7 @@ def run_benchmark(
     judge: Judge | None = None,
     mcq_config: McqConfig | None = None,
     open_config: OpenConfig | None = None,
-    metrics: MetricOptions | None = None,
+    metrics: MetricConfig | None = None,
     settings: dict[str, Any] | None = None,
     log: Log = _quiet,
 ) -> BenchmarkResult:
@@ -214,9 +214,9 @@ def run_benchmark(
             "open-ended questions need a judge (--judge-url/--judge-model or --judge-local)"
         )
     mcq_config = mcq_config or McqConfig()
-    mcq_config.check()
+    mcq_config.validate()
     open_config = open_config or OpenConfig()
-    metrics = metrics or MetricOptions()
+    metrics = metrics or MetricConfig()
     for condition in conditions:  # refuse a misfit vector before hours of baseline work
         if condition.vector is not None:
             condition.vector.check_fits(model)

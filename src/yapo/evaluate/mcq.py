@@ -62,7 +62,7 @@ class McqConfig:
     # the whole model per condition (the oracle, ``--no-cache``).
     shared_lower: bool = True
 
-    def check(self) -> None:
+    def validate(self) -> None:
         if self.mode not in MCQ_MODES:
             raise YapoError(f"MCQ mode must be one of {MCQ_MODES}, got {self.mode!r}")
         if self.choices not in CHOICE_FORMATS:
@@ -202,7 +202,7 @@ def run_mcq_conditions(
     scores, several times faster for sweeps. ``generate`` runs each condition in turn.
     """
     config = config or McqConfig()
-    config.check()
+    config.validate()
     if config.mode != "loglik":
         return [run_mcq_steered(model, tokenizer, items, config, c) for c in conditions]
     jobs, prompts = _jobs(tokenizer, items, config)
@@ -246,7 +246,7 @@ def run_mcq_steered(
 ) -> McqRun:
     """:func:`run_mcq` under one :class:`Steer` (the form the evaluation code passes on)."""
     config = config or McqConfig()
-    config.check()
+    config.validate()
     jobs, prompts = _jobs(tokenizer, items, config)
     predictions: list[McqPrediction] = []
     if config.mode == "loglik":

@@ -33,7 +33,7 @@ from torch import nn
 
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
-from yapo.evaluate.benchmark import MetricOptions
+from yapo.evaluate.benchmark import MetricConfig
 from yapo.evaluate.fluency import Fluency, measure_fluency
 from yapo.evaluate.mcq import McqConfig
 from yapo.evaluate.sweep import SweepResult, run_sweep
@@ -62,7 +62,7 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         self.multipliers = tuple(float(m) for m in self.multipliers)
 
-    def check(self) -> None:
+    def validate(self) -> None:
         if not self.multipliers:
             raise YapoError(
                 "the λ grid is empty; give at least one multiplier, e.g. --multipliers 0.5,1,2,4"
@@ -156,12 +156,12 @@ def select_multipliers(
     *,
     direction: int = 1,
     mcq_config: McqConfig | None = None,
-    metrics: MetricOptions | None = None,
+    metrics: MetricConfig | None = None,
     log: Log = _quiet,
 ) -> SweepResult:
     """Sweep ``vectors`` on validation ``items``, measure fluency, choose each λ."""
     config = config or SelectionConfig()
-    config.check()
+    config.validate()
     if not items:
         raise YapoError(
             "λ selection needs validation questions (--multiplier auto); there are none. "

@@ -25,7 +25,7 @@ from yapo._io import write_json, write_text
 from yapo._version import __version__
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
-from yapo.evaluate.benchmark import Condition, MetricOptions
+from yapo.evaluate.benchmark import Condition, MetricConfig
 from yapo.evaluate.fluency import Fluency
 from yapo.evaluate.mcq import McqConfig, McqRun, run_mcq_conditions, run_mcq_steered
 from yapo.evaluate.metrics import MetricsSummary
@@ -121,7 +121,7 @@ def run_sweep(
     *,
     direction: int = 1,
     mcq_config: McqConfig | None = None,
-    metrics: MetricOptions | None = None,
+    metrics: MetricConfig | None = None,
     settings: dict[str, Any] | None = None,
     log: Log = _quiet,
 ) -> SweepResult:
@@ -132,8 +132,8 @@ def run_sweep(
     if len(set(names)) != len(names):
         raise YapoError("two vectors share a name; name them with NAME=DIR")
     mcq_config = mcq_config or McqConfig()
-    mcq_config.check()
-    metrics = metrics or MetricOptions()
+    mcq_config.validate()
+    metrics = metrics or MetricConfig()
     for _, vector, _ in vectors:  # refuse a misfit vector before any work
         vector.check_fits(model)
     grid = sorted({float(m) for m in multipliers})
@@ -187,7 +187,7 @@ def _shared_runs(
 
 
 def _point(
-    label: str, multiplier: float, run: McqRun, metrics: MetricOptions, log: Log
+    label: str, multiplier: float, run: McqRun, metrics: MetricConfig, log: Log
 ) -> SweepPoint:
     """One point of the curve: the run's metrics, logged as they come."""
     summary = metrics.summarize(run.pairs())

@@ -5,7 +5,7 @@ point (also ``yapo train`` on the command line); the pieces below it are public 
 people who build their own loops.
 """
 
-from yapo.methods.api import METHODS, train
+from yapo.methods.api import train
 from yapo.methods.caa import answer_positions, train_caa
 from yapo.methods.preference import (
     PreferenceConfig,
@@ -14,12 +14,14 @@ from yapo.methods.preference import (
     TrainResult,
     preference_loss,
 )
+from yapo.methods.registry import METHODS, MethodSpec, method_spec
 from yapo.methods.sas import train_sas
 from yapo.methods.steering import DenseSteering, SparseSteering, Steering
 
 __all__ = [
     "METHODS",
     "DenseSteering",
+    "MethodSpec",
     "PreferenceConfig",
     "PreferenceTrainer",
     "SparseSteering",
@@ -27,6 +29,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "answer_positions",
+    "method_spec",
     "preference_loss",
     "train",
     "train_caa",

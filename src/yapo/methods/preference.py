@@ -63,6 +63,16 @@ class TrainingDiverged(YapoError):
     """The loss or the gradient became NaN or infinite."""
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A config field with its default and the help text the CLI shows for it.
+
+    The dataclass is the one home of both: ``yapo train`` reads them from here
+    (:func:`yapo.cli.options.config_help`), so a default or its explanation changes in
+    one place.
+    """
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class PreferenceConfig:
     """Every setting of the preference trainer.
@@ -78,33 +88,55 @@ class PreferenceConfig:
     ``early_stopping_patience`` evaluations without improvement.
     """
 
-    beta: float = 0.1
-    learning_rate: float = 0.01  # relative to the measured scale (absolute with lr_scale=1)
-    lr_scale: float | None = None  # None: measure it on the training data
-    weight_decay: float = 0.0  # relative too: holds |v_i| near scale / weight_decay
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    warmup_steps: int | None = None  # None: warmup_fraction of the run's steps
-    warmup_fraction: float = 0.1
-    schedule: str = "cosine"
-    early_stopping_patience: int | None = None  # evaluations without improvement
-    keep_best: bool = True  # with evaluation pairs: the final vector is the best one
-    max_grad_norm: float | None = 1.0
-    batch_size: int = 4
-    epochs: int = 20
-    seed: int = 0
-    multiplier: float = 1.0  # λ during training
-    bidirectional: bool = True  # False: d = +1 at every step
-    objective: str = "bipo"  # "reps": RePS's reference-free loss (yapo.methods.objectives)
-    reps_factors: tuple[float, ...] = DEFAULT_REPS_FACTORS  # RePS: α drawn per step, × λ
-    max_prompt_length: int = 512
-    cache: bool = True  # False: the straightforward path (full forward every step)
-    max_steps: int | None = None
-    eval_every: int | None = None  # steps; evaluation also runs after every epoch
-    checkpoint_every: int | None = None  # steps; a checkpoint is also written every epoch
-    cache_batch_size: int = 8  # pairs per forward pass when filling the cache
-    eval_batch_size: int = 8
-    verify_split: bool = True
+    beta: float = _setting(0.1, "DPO β.")
+    learning_rate: float = _setting(
+        0.01,
+        "Learning rate relative to the measured scale of what v steers "
+        "(absolute with --lr-scale 1; the paper: --lr 5e-4 --lr-scale 1).",
+    )
+    lr_scale: float | None = _setting(
+        None, "Scale --lr and --weight-decay are relative to (default: measured)."
+    )
+    weight_decay: float = _setting(
+        0.0, "AdamW decay, relative like --lr (holds |v_i| near scale/wd)."
+    )
+    adam_betas: tuple[float, float] = _setting((0.9, 0.999), "AdamW's β1, β2.")
+    adam_eps: float = _setting(1e-8, "AdamW's ε.")
+    warmup_steps: int | None = _setting(
+        None, "Warm-up steps (default: --warmup-fraction of the run)."
+    )
+    warmup_fraction: float = _setting(0.1, "Warm-up as a fraction of the run's steps.")
+    schedule: str = _setting("cosine", "cosine | linear | constant | constant_with_warmup")
+    early_stopping_patience: int | None = _setting(
+        None, "Stop after N evaluations without a lower eval loss (needs eval data)."
+    )
+    keep_best: bool = _setting(
+        True, "With eval data, keep the vector of the best eval loss (else the last)."
+    )
+    max_grad_norm: float | None = _setting(1.0, "Gradient clipping (0: off).")
+    batch_size: int = _setting(4, "Pairs per optimizer step (global).")
+    epochs: int = _setting(20, "Passes over the training pairs.")
+    seed: int = _setting(0, "Seed of the directions drawn, the pair order and the split.")
+    multiplier: float = _setting(1.0, "Steering strength λ during training.")
+    bidirectional: bool = _setting(True, "False: d = +1 at every step.")
+    objective: str = _setting("bipo", "bipo (bi-directional DPO) | reps (RePS, reference-free).")
+    reps_factors: tuple[float, ...] = _setting(
+        DEFAULT_REPS_FACTORS, "RePS: the factors α drawn per step (times λ)."
+    )
+    max_prompt_length: int = _setting(512, "Most prompt tokens kept per pair.")
+    cache: bool = _setting(True, "False: the straightforward path (full forward every step).")
+    max_steps: int | None = _setting(None, "Stop after this many steps.")
+    eval_every: int | None = _setting(
+        None, "Also evaluate every N steps (evaluation also runs after every epoch)."
+    )
+    checkpoint_every: int | None = _setting(
+        None, "Also checkpoint every N steps (a checkpoint is also written every epoch)."
+    )
+    cache_batch_size: int = _setting(8, "Pairs per forward pass when filling the cache.")
+    eval_batch_size: int = _setting(8, "Pairs per forward pass when evaluating.")
+    verify_split: bool = _setting(
+        True, "Check the layer split against a full forward before training."
+    )
 
     def __post_init__(self) -> None:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))

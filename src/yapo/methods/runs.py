@@ -59,6 +59,7 @@ from yapo._io import (
 )
 from yapo._lock import FolderLock
 from yapo.errors import YapoError
+from yapo.methods.reuse import decide, differences
 from yapo.vectors.base import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -172,14 +173,18 @@ class RunFolder:
                     "another --out"
                 )
             saved = self.read_config()
-            _check_same_data(self.path, saved.get("settings", {}), config.get("settings", {}))
-            diffs = _config_differences(saved.get("settings", {}), config.get("settings", {}))
-            if diffs:
+            before, now = saved.get("settings", {}), config.get("settings", {})
+            _check_same_data(self.path, before, now)
+            finished = bool(saved.get("finished"))
+            if decide(before, now, finished=finished, resumable=True, on_change="refuse") == (
+                "refuse"
+            ):
                 raise YapoError(
                     f"cannot resume {self.path}: its settings differ from this call's "
-                    f"({'; '.join(diffs)}); resume with the same settings or use a new --out"
+                    f"({'; '.join(differences(before, now))}); resume with the same settings "
+                    "or use a new --out"
                 )
-            return True
+            return True  # resume, or reuse: a finished run's newest checkpoint is its end
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config_path, config)
@@ -343,16 +348,6 @@ def _check_same_data(path: Path, saved: dict[str, Any], current: dict[str, Any])
                 f"{before[:12] if isinstance(before, str) else 'not recorded'}, now "
                 f"{str(current[key])[:12]}); resume with the same data or use a new --out"
             )
-
-
-def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    current_json = json.loads(json.dumps(current))  # tuples -> lists, as saved
-    return [
-        f"{k}: {saved.get(k)!r} then, {current_json.get(k)!r} now"
-        for k in keys
-        if saved.get(k) != current_json.get(k)
-    ]
 
 
 def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -18,17 +18,17 @@ from yapo.sae.training.activations import (
     merge_caches,
 )
 from yapo.sae.training.evaluation import SAEEvaluation, evaluate_sae
-from yapo.sae.training.pipeline import TrainOptions, train_sae
+from yapo.sae.training.pipeline import SAEPipelineConfig, train_sae
 from yapo.sae.training.trainer import SAETrainConfig, SAETrainer, TrainableSAE, TrainResult
 
 __all__ = [
     "ActivationCache",
     "ActivationStore",
     "SAEEvaluation",
+    "SAEPipelineConfig",
     "SAETrainConfig",
     "SAETrainer",
     "StoreConfig",
-    "TrainOptions",
     "TrainResult",
     "TrainableSAE",
     "build_cache",

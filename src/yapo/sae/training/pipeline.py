@@ -55,7 +55,7 @@ class Corpus:
 
 
 @dataclass
-class TrainOptions:
+class SAEPipelineConfig:
     """Everything ``yapo sae train`` takes besides the model, corpus and output folder."""
 
     layer: int
@@ -92,7 +92,7 @@ def train_sae(
     tokenizer: Any,
     corpus: Sequence[str | Path],
     out: str | Path,
-    options: TrainOptions,
+    options: SAEPipelineConfig,
     *,
     model_name: str = "",
     progress: bool = True,
@@ -213,7 +213,9 @@ def train_sae(
     return result
 
 
-def _cache_batches(cache: ActivationCache, options: TrainOptions, start: int) -> Iterator[Tensor]:
+def _cache_batches(
+    cache: ActivationCache, options: SAEPipelineConfig, start: int
+) -> Iterator[Tensor]:
     return cache.batches(options.batch_size, seed=options.seed, start_step=start)
 
 

@@ -86,6 +86,10 @@ class SAETrainConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.validate()  # an SAE trainer is never built from impossible settings
+        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+
+    def validate(self) -> None:
         if self.architecture not in ("jumprelu", "topk"):
             raise YapoError(f"architecture must be 'jumprelu' or 'topk', not {self.architecture!r}")
         if self.d_sae < 1 or self.d_in < 1:
@@ -96,7 +100,6 @@ class SAETrainConfig:
             raise YapoError("steps and batch_size must be positive")
         if not self.threshold_init > 0:
             raise YapoError(f"threshold_init must be positive, got {self.threshold_init}")
-        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
 
 
 # --------------------------------------------------------- JumpReLU pieces
