@@ -203,8 +203,8 @@ def run_comparison(
     from yapo.evaluate.mcq import McqConfig, McqRun
     from yapo.evaluate.selection import select_multipliers
     from yapo.evaluate.sweep import write_sweep
+    from yapo.gather import build_report
     from yapo.models.loading import load_model
-    from yapo.report.gather import build_report
     from yapo.sae.formats import load_sae
 
     settings = settings or CompareSettings()

@@ -82,7 +82,7 @@ def run_demo(
     unknown = set(settings.methods) - set(DEMO_METHODS)
     if unknown:
         raise YapoError(f"unknown method(s) {sorted(unknown)}; the demo runs {DEMO_METHODS}")
-    items = load_demo_mcq(countries=[settings.country], languages=list(settings.languages))
+    items, _ = load_demo_mcq(countries=[settings.country], languages=list(settings.languages))
     if not items:
         raise YapoError(
             f"the demo dataset has no questions for {settings.country!r} in "
