@@ -159,7 +159,7 @@ def split_rows(n: int, train: int, validation: int, seed: int) -> tuple[list[int
 
 def validation_items(pairs: Sequence[Any]) -> list[Any]:
     """Preference pairs as A/B items with no letter, so the package's coin places them."""
-    from yapo.evaluate.behaviour import BehaviourItem
+    from yapo.data.bipo import BehaviourItem
 
     return [
         BehaviourItem(
@@ -177,7 +177,7 @@ def validation_items(pairs: Sequence[Any]) -> list[Any]:
 def load_data(args: argparse.Namespace) -> dict[str, Any]:
     """Training pairs, validation pairs and items, test items, and what the loaders said."""
     from yapo.data import load_preferences
-    from yapo.evaluate.behaviour import load_behaviour
+    from yapo.data.bipo import load_behaviour
 
     rows, train_report = load_preferences(args.train)
     test, test_report = load_behaviour(str(args.test))

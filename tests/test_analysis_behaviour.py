@@ -16,20 +16,16 @@ from typer.testing import CliRunner
 
 from yapo import DenseVector, YapoError
 from yapo.cli.main import app
+from yapo.data.bipo import load_behaviour
 from yapo.data.prompts import format_mcq_prompt
-from yapo.evaluate.behaviour import (
-    BehaviourConfig,
+from yapo.evaluate.behaviour import BehaviourConfig, run_behaviour, save_behaviour, score_ab
+from yapo.evaluate.judge import Judgement, LocalJudge, OpenAIJudge
+from yapo.evaluate.judge.behaviour import (
+    BEHAVIOUR_RUBRIC,
     BehaviourRequest,
-    ScaleLocalJudge,
-    ScaleOpenAIJudge,
     ScaleParseError,
-    load_behaviour,
     parse_scale_reply,
-    run_behaviour,
-    save_behaviour,
-    score_ab,
 )
-from yapo.evaluate.judge import Judgement
 
 
 def _write(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -151,10 +147,11 @@ def _request(task: str = "power-seeking") -> BehaviourRequest:
 
 
 def test_behaviour_request_carries_the_rubric_and_a_stable_cache_key() -> None:
-    text = _request().messages()[-1]["content"]
+    text = BEHAVIOUR_RUBRIC.messages(_request())[-1]["content"]
     assert '"YES"' in text and '"NO"' in text and "power" in text
-    assert "harmful" in _request("jailbreak").messages()[-1]["content"]
-    assert _request().cache_key("j1") == _request().cache_key("j1") != _request().cache_key("j2")
+    assert "harmful" in BEHAVIOUR_RUBRIC.messages(_request("jailbreak"))[-1]["content"]
+    key = BEHAVIOUR_RUBRIC.cache_key
+    assert key(_request(), "j1") == key(_request(), "j1") != key(_request(), "j2")
 
 
 class _FakeCompletions:
@@ -169,7 +166,9 @@ class _FakeCompletions:
 
 
 def test_openai_backend_reads_1_to_4_and_retries_unusable_replies() -> None:
-    judge = ScaleOpenAIJudge("fake", "http://127.0.0.1:9", max_retries=2, backoff=0.0)
+    judge = OpenAIJudge(
+        "fake", "http://127.0.0.1:9", max_retries=2, backoff=0.0, rubric=BEHAVIOUR_RUBRIC
+    )
     fake = _FakeCompletions(["hmm", "4. It accepts the power."])
     judge._client = SimpleNamespace(chat=SimpleNamespace(completions=fake))
     [judgement] = judge.judge([_request()])
@@ -182,7 +181,9 @@ def test_openai_backend_reads_1_to_4_and_retries_unusable_replies() -> None:
 
 
 def test_local_backend_reads_1_to_4() -> None:
-    judge = ScaleLocalJudge(make_model("llama"), make_letter_tokenizer(), max_new_tokens=2)
+    judge = LocalJudge(
+        make_model("llama"), make_letter_tokenizer(), max_new_tokens=2, rubric=BEHAVIOUR_RUBRIC
+    )
     assert judge._judgement(_request(), "1 - refuses", "").scores == {"score": 1.0}
     assert not judge._judgement(_request(), "maybe", "").ok
     [graded] = judge.judge([_request()])  # a random model's reply: recorded, never raised

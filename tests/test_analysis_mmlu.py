@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from yapo import DenseVector, YapoError, load_model
 from yapo.cli.main import app
+from yapo.data.mmlu import MmluQuestion, load_mmlu
 from yapo.data.prompts import format_mcq_prompt
-from yapo.evaluate.mmlu import MmluQuestion, load_mmlu, mmlu_prompt, run_mmlu
+from yapo.evaluate.mmlu import mmlu_prompt, run_mmlu
 
 
 def _csv(path: Path, rows: list[list[Any]], header: list[str] | None = None) -> Path:

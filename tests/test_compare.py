@@ -34,7 +34,7 @@ def test_each_country_gets_its_own_vectors_and_the_merged_table_agrees(
 ) -> None:
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
-    items = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en"])
+    items, _ = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en"])
     out = tmp_path / "cmp"
     messages: list[str] = []
     result = run_comparison(
@@ -103,7 +103,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings(
 ) -> None:
     sae_dir = tmp_path / "sae"
     make_sae("relu").save(sae_dir)
-    items = load_demo_mcq(countries=["Mexico"], languages=["en"])
+    items, _ = load_demo_mcq(countries=["Mexico"], languages=["en"])
     out = tmp_path / "cmp"
     settings = _settings(saved_model_dir, sae_dir, methods=("bipo", "sas"))
     run_comparison(items, out, settings, log=lambda _m: None)
@@ -134,7 +134,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_bit_identically(
 
     sae_dir = tmp_path / "sae"
     make_sae("relu").save(sae_dir)
-    items = load_demo_mcq(countries=["Spain"], languages=["en"])
+    items, _ = load_demo_mcq(countries=["Spain"], languages=["en"])
     out = tmp_path / "cmp"
     settings = _settings(saved_model_dir, sae_dir, methods=("bipo",), epochs=2)
     run_comparison(items, out, settings, log=lambda _m: None)
@@ -160,7 +160,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_bit_identically(
 
 
 def test_bad_requests_say_what_the_data_has() -> None:
-    items = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en", "es", "ar"])
+    items, _ = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en", "es", "ar"])
     with pytest.raises(YapoError, match="no Atlantis; its countries: Egypt, Spain"):
         select_items(items, ["Atlantis"])
     with pytest.raises(YapoError, match="Egypt has no items in es; its languages: ar, en"):

@@ -207,8 +207,8 @@ def paper_rows(with_qid: bool = True) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("with_qid", [True, False])
 def test_paper_dataset_pairs_rows_into_items(tmp_path: Path, with_qid: bool) -> None:
-    data = load_paper_hub_dataset(jsonl(tmp_path / "paper.jsonl", paper_rows(with_qid)))
-    assert data.report.loaded == 4 and data.report.invalid == 0
+    data, report = load_paper_hub_dataset(jsonl(tmp_path / "paper.jsonl", paper_rows(with_qid)))
+    assert report.loaded == 4 and report.invalid == 0
     assert [m.country for m in data.mcq] == ["Egypt", "Morocco"]
     egypt, morocco = data.mcq
     assert egypt.localized == "What is a breakfast in Egypt?"
@@ -234,10 +234,10 @@ def test_paper_dataset_tolerates_choices_mapping_and_missing_rows(tmp_path: Path
         row["prompt-mcq"] = row["prompt-mcq"].split("\n")[0]  # options only in `choices`
     rows = rows[:3]  # Morocco's non-localized row is missing
     rows.append({**rows[0], "localization_status": "global"})
-    data = load_paper_hub_dataset(jsonl(tmp_path / "p.jsonl", rows), strict=False)
+    data, report = load_paper_hub_dataset(jsonl(tmp_path / "p.jsonl", rows), strict=False)
     assert len(data.mcq) == 1 and data.mcq[0].option_countries == ["Egypt", "USA", "Morocco"]
-    assert data.report.invalid == 1
-    assert any("no nonlocalized row" in m for m in data.report.messages("warning"))
+    assert report.invalid == 1
+    assert any("no nonlocalized row" in m for m in report.messages("warning"))
     with pytest.raises(YapoError, match="localization_status"):
         load_paper_hub_dataset(tmp_path / "p.jsonl")
 
@@ -265,8 +265,8 @@ def test_paper_dataset_from_a_local_dataset_folder_with_splits(tmp_path: Path) -
             "morocco": datasets.Dataset.from_list(rows[2:]),
         }
     ).save_to_disk(str(folder))
-    data = load_paper_hub_dataset(folder)  # every split is read
+    data, _ = load_paper_hub_dataset(folder)  # every split is read
     assert [m.country for m in data.mcq] == ["Egypt", "Morocco"]
     assert data.mcq[1].metadata["split"] == "morocco"
-    only = load_paper_hub_dataset(folder, split="egypt")
+    only, _ = load_paper_hub_dataset(folder, split="egypt")
     assert [m.country for m in only.mcq] == ["Egypt"] and len(only.pairs) == 4

@@ -40,7 +40,7 @@ def test_demo_mcq_loads_cleanly_with_the_expected_shape() -> None:
 
 
 def test_demo_mcq_items_are_well_formed() -> None:
-    items = load_demo_mcq()
+    items, _ = load_demo_mcq()
     group_of = {c: g for g, cs in DEMO_LANGUAGE_GROUPS.items() for c in cs}
     for item in items:
         assert 0 <= item.answer < len(item.options)
@@ -59,7 +59,7 @@ def test_demo_mcq_items_are_well_formed() -> None:
 
 
 def test_demo_languages_share_question_ids_and_option_order() -> None:
-    by_key = {(i.question_id, i.language): i for i in load_demo_mcq()}
+    by_key = {(i.question_id, i.language): i for i in load_demo_mcq()[0]}
     for (qid, language), item in by_key.items():
         if language == "en":
             local = by_key[(qid, LOCAL_LANGUAGE[item.country])]
@@ -78,9 +78,9 @@ def test_demo_open_questions() -> None:
 
 
 def test_demo_filters_and_pairs() -> None:
-    egypt_ar = load_demo_mcq(["Egypt"], ["ar"])
+    egypt_ar, _ = load_demo_mcq(["Egypt"], ["ar"])
     assert egypt_ar and {(i.country, i.language) for i in egypt_ar} == {("Egypt", "ar")}
-    assert {q.country for q in load_demo_open(countries=["Spain"])} == {"Spain"}
+    assert {q.country for q in load_demo_open(countries=["Spain"])[0]} == {"Spain"}
     with pytest.raises(YapoError, match="Atlantis"):
         load_demo_mcq(["Atlantis"])
     pairs = mcq_to_preferences(egypt_ar, "western")

@@ -24,7 +24,7 @@ from yapo.cli.main import app
 from yapo.evaluate.benchmark import BASELINE, MetricConfig
 from yapo.evaluate.mcq import run_mcq
 from yapo.evaluate.sweep import parse_multipliers, run_sweep
-from yapo.report.gather import convergence_row, read_training_run
+from yapo.gather import convergence_row, read_training_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,11 +19,13 @@ from tests.test_eval_scoring import CHOICES, PROMPTS, _sliding_gemma3, oracle
 from tests.test_eval_support import make_eval_tokenizer, make_items
 
 from yapo import DenseVector, SparseVector, YapoError, decoder_blocks
-from yapo.evaluate.behaviour import BehaviourItem, score_ab, score_ab_points
+from yapo.data.bipo import BehaviourItem
+from yapo.data.mmlu import MmluQuestion
+from yapo.evaluate.behaviour import score_ab, score_ab_points
 from yapo.evaluate.benchmark import Condition, run_benchmark
 from yapo.evaluate.conditions import score_conditions
 from yapo.evaluate.mcq import McqConfig, run_mcq, run_mcq_conditions
-from yapo.evaluate.mmlu import MmluQuestion, run_mmlu
+from yapo.evaluate.mmlu import run_mmlu
 from yapo.evaluate.sweep import run_sweep
 from yapo.intervene import LayerSplit
 from yapo.vectors.steer import Steer

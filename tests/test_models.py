@@ -11,7 +11,8 @@ import torch
 from tests.conftest import ARCHITECTURES, LAYERS, make_model
 
 from yapo import YapoError, decoder_blocks, load_model, resolve_layer
-from yapo.models.layers import hidden_size, model_fingerprint
+from yapo.models.fingerprint import model_fingerprint
+from yapo.models.layers import hidden_size
 from yapo.models.loading import parse_dtype, resolve_model_source
 
 

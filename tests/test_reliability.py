@@ -31,10 +31,10 @@ from yapo.cli.main import app
 from yapo.data.records import CulturalMCQ, PreferencePair
 from yapo.errors import MismatchError
 from yapo.evaluate.sweep import parse_multipliers
+from yapo.gather import build_report, read_training_run
 from yapo.methods import train
 from yapo.methods.preference import TrainingDiverged
 from yapo.methods.runs import Checkpoint, RunFolder
-from yapo.report.gather import build_report, read_training_run
 from yapo.sae import load_sae
 from yapo.vectors import load_vector
 

@@ -132,7 +132,7 @@ def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
 ) -> None:
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
-    items = load_demo_mcq(countries=["Egypt"], languages=["en"])
+    items, _ = load_demo_mcq(countries=["Egypt"], languages=["en"])
     settings = CompareConfig(
         methods=("caa", "bipo"),
         model=str(saved_model_dir),

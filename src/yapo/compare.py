@@ -445,7 +445,7 @@ def _finish(
 ) -> ComparisonResult:
     """Merge the countries into one table, build the report, write ``comparison.json``."""
     from yapo.evaluate.benchmark import BenchmarkResult, write_benchmark
-    from yapo.report.gather import build_report
+    from yapo.gather import build_report
 
     settings = study.settings
     sizes = {country: outcome.sizes for country, outcome in outcomes.items()}

@@ -78,7 +78,7 @@ def run_demo(
 
     settings = settings or DemoConfig()
     settings.validate()  # unknown methods and bad fractions before loading anything
-    items = load_demo_mcq(countries=[settings.country], languages=list(settings.languages))
+    items, _ = load_demo_mcq(countries=[settings.country], languages=list(settings.languages))
     if not items:
         raise YapoError(
             f"the demo dataset has no questions for {settings.country!r} in "

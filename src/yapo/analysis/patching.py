@@ -51,7 +51,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from yapo._io import atomic_path, write_json
+from yapo._io import write_json
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
 from yapo.evaluate.scoring import encode_pair
@@ -63,6 +63,7 @@ from yapo.intervene import (
     supports_logits_to_keep,
 )
 from yapo.models.layers import num_layers, resolve_layer
+from yapo.report.patching import plot_patching
 
 RECOVERY_THRESHOLD = 0.5
 MAX_LOGITS = 2**26  # floats of logits held at once (256 MiB)
@@ -636,73 +637,6 @@ def pairs_from_mcqs(
 
 
 # -------------------------------------------------------------------- output
-def plot_patching(result: PatchingResult, path: str | Path, title: str | None = None) -> Path:
-    """Write the per-layer curve as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    try:
-        ax.plot(
-            result.layers,
-            [p.p_correct for p in result.curve],
-            "o-",
-            color="tab:green",
-            label="P(correct), patched",
-        )
-        ax.axhline(
-            result.localized.p_correct,
-            color="tab:green",
-            ls="--",
-            lw=1,
-            label="P(correct), localized",
-        )
-        ax.axhline(
-            result.nonlocalized.p_correct,
-            color="tab:green",
-            ls=":",
-            lw=1,
-            label="P(correct), non-localized",
-        )
-        if result.localized.p_western is not None:
-            ax.plot(
-                result.layers,
-                [p.p_western if p.p_western is not None else math.nan for p in result.curve],
-                "s-",
-                color="tab:red",
-                label="P(Western), patched",
-            )
-            ax.axhline(
-                result.localized.p_western,
-                color="tab:red",
-                ls="--",
-                lw=1,
-                label="P(Western), localized",
-            )
-            ax.axhline(
-                result.nonlocalized.p_western or 0.0,
-                color="tab:red",
-                ls=":",
-                lw=1,
-                label="P(Western), non-localized",
-            )
-        ax.axvline(result.best_layer, color="grey", lw=0.8)
-        ax.set_xlabel("layer patched (output of decoder block)")
-        ax.set_ylabel("probability (renormalised over options)")
-        ax.set_title(title or f"Activation patching, {len(result.items)} items")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        target = Path(path)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-    finally:
-        plt.close(fig)
-    return target
-
-
 def save_patching(
     result: PatchingResult, folder: str | Path, title: str | None = None
 ) -> dict[str, Path]:

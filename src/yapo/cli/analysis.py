@@ -78,13 +78,12 @@ def load_mcq_items(data: str, strict: bool = True) -> list[Any]:
     if data == "demo":
         from yapo.data.demo import load_demo_mcq
 
-        loaded: Any = load_demo_mcq()
+        items, report = load_demo_mcq()
     else:
         from yapo.data.cultural import load_mcq
 
-        loaded = load_mcq(data, strict=strict)
-    items, report = loaded if isinstance(loaded, tuple) else (loaded, None)
-    if report is not None and getattr(report, "problems", None):
+        items, report = load_mcq(data, strict=strict)
+    if report.problems:
         _log(report.summary())
     return list(items)
 
@@ -402,12 +401,9 @@ def run_behaviour_task(
 
     ``judge_spec`` is ``(url, model, local)`` for judged open-ended answers, or ``None``.
     """
-    from yapo.evaluate.behaviour import (
-        load_behaviour,
-        make_behaviour_judge,
-        run_behaviour,
-        save_behaviour,
-    )
+    from yapo.data.bipo import load_behaviour
+    from yapo.evaluate.behaviour import run_behaviour, save_behaviour
+    from yapo.evaluate.judge.behaviour import make_behaviour_judge
     from yapo.models import load_model
     from yapo.sae import load_sae
     from yapo.vectors import load_vector
@@ -462,7 +458,8 @@ def mmlu_command(
 ) -> None:
     """General knowledge kept: MMLU-format accuracy unsteered vs steered, and the delta."""
     from yapo._io import write_json
-    from yapo.evaluate.mmlu import load_mmlu, run_mmlu
+    from yapo.data.mmlu import load_mmlu
+    from yapo.evaluate.mmlu import run_mmlu
     from yapo.models import load_model
     from yapo.sae import load_sae
     from yapo.vectors import load_vector

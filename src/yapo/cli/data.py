@@ -246,7 +246,7 @@ def convert_paper_command(
     from yapo.data.files import write_jsonl
     from yapo.data.paper import load_paper_hub_dataset
 
-    data = load_paper_hub_dataset(
+    data, report = load_paper_hub_dataset(
         source,
         split=split,
         format=format,
@@ -256,7 +256,7 @@ def convert_paper_command(
     write_jsonl(out_dir / "mcq.jsonl", data.mcq)
     write_jsonl(out_dir / "open.jsonl", data.open)
     write_jsonl(out_dir / "pairs.jsonl", data.pairs)
-    typer.echo(data.report.summary())
+    typer.echo(report.summary())
     typer.echo(
         f"{len(data.mcq)} MCQ item(s), {len(data.open)} open question(s), "
         f"{len(data.pairs)} pair(s) → {out_dir}"

@@ -76,13 +76,6 @@ def _log(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _records(loaded: Any) -> tuple[list[Any], Any]:
-    """Accept ``(records, report)`` or a bare list from a loader."""
-    if isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], list):
-        return loaded[0], loaded[1]
-    return list(loaded), None
-
-
 def _select(records: list[Any], countries: str | None, limit: int | None) -> list[Any]:
     if countries:
         wanted = {c.strip() for c in countries.split(",") if c.strip()}
@@ -102,14 +95,15 @@ def _select(records: list[Any], countries: str | None, limit: int | None) -> lis
 
 def load_mcq_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | None]:
     """MCQ items from a file/dataset or the demo set, with the loader's report."""
+    report: Any = None  # the shipped demo set's results have never carried a load report
     if data == "demo":
         from yapo.data.demo import load_demo_mcq
 
-        items, report = _records(load_demo_mcq())
+        items, _ = load_demo_mcq()
     else:
         from yapo.data.cultural import load_mcq
 
-        items, report = _records(load_mcq(data, strict=strict))
+        items, report = load_mcq(data, strict=strict)
     if report is not None and getattr(report, "problems", None):
         _log(report.summary())
     return items, (report.to_json() if report is not None else None)
@@ -117,14 +111,15 @@ def load_mcq_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | 
 
 def load_open_data(data: str, strict: bool) -> tuple[list[Any], dict[str, Any] | None]:
     """Open-ended questions from a file/dataset, or the demo set."""
+    report: Any = None  # as for the MCQs: no load report for the demo set
     if data == "demo":
         from yapo.data.demo import load_demo_open
 
-        questions, report = _records(load_demo_open())
+        questions, _ = load_demo_open()
     else:
         from yapo.data.cultural import load_open
 
-        questions, report = _records(load_open(data, strict=strict))
+        questions, report = load_open(data, strict=strict)
     if report is not None and getattr(report, "problems", None):
         _log(report.summary())
     return questions, (report.to_json() if report is not None else None)
@@ -620,7 +615,7 @@ def report_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
 ) -> None:
     """Gather runs into one Markdown report with loss curves, tables and λ curves."""
-    from yapo.report.gather import build_report
+    from yapo.gather import build_report
 
     path = build_report(list(run_dirs), out)
     typer.echo(str(path))

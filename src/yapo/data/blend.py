@@ -376,41 +376,12 @@ def _build(
     topic: str | None,
 ) -> tuple[str | None, dict[str, list[Any]]]:
     """One question id of one country: ``(drop reason, {"items", "dropped"})``."""
-    answers = _answers(entry)
-    if not answers:
-        return "no annotated answers", {}
-    top = _top(answers)
-    if len(top) > 1:
-        return "tied top answers", {}
-    if top[0].count < min_votes:
-        return f"top answer has fewer than {min_votes} votes", {}
-    correct = top[0]
-    forbidden = set().union(*(a.variants for a in answers))
-    western_entry = annotations[western_country].get(qid)
-    western_answers = _top(_answers(western_entry)) if western_entry else []
-    if not western_answers:
-        return "no Western answer", {}
-    western_answer = _pick(western_answers, forbidden)
-    if western_answer is None:
-        return "Western answer is also a target answer", {}
-    options = [correct, western_answer]
-    labels = [country, WESTERN]
-    taken = forbidden | western_answer.variants
-    pool_rng = random.Random(f"{seed}:{country}:{qid}:pool")
-    first, then = list(others), list(rest)
-    pool_rng.shuffle(first)
-    pool_rng.shuffle(then)
-    for other in [*first, *then]:
-        if len(options) == n_options:
-            break
-        other_entry = annotations[other].get(qid)
-        pick = _pick(_top(_answers(other_entry)), taken) if other_entry else None
-        if pick is not None:
-            options.append(pick)
-            labels.append(other)
-            taken |= pick.variants
-    if len(options) < n_options:
-        return f"fewer than {n_options} distinct answers across countries", {}
+    chosen = _choose_options(
+        country, qid, entry, annotations, western_country, others, rest, n_options, min_votes, seed
+    )
+    if isinstance(chosen, str):
+        return chosen, {}
+    options, labels = chosen
     order = list(range(n_options))
     random.Random(f"{seed}:{country}:{qid}").shuffle(order)
     english = entry.get("en_question") or ""
@@ -443,10 +414,65 @@ def _build(
                 metadata={
                     "source": "BLEnD",
                     "blend_id": qid,
-                    "votes": correct.count,
+                    "votes": options[0].count,
                     "western_country": western_country,
                     "options_language": "en",
                 },
             )
         )
     return None, built
+
+
+def _choose_options(
+    country: str,
+    qid: str,
+    entry: dict[str, Any],
+    annotations: dict[str, dict[str, Any]],
+    western_country: str,
+    others: list[str],
+    rest: list[str],
+    n_options: int,
+    min_votes: int,
+    seed: int,
+) -> str | tuple[list[_Answer], list[str]]:
+    """The options (correct first, Western second) and their countries, or why there are none.
+
+    Distractors come first from the other requested countries, then from the rest, each
+    group in a seeded order, and no option may share a variant with one already taken,
+    so the question has exactly one answer right for ``country``.
+    """
+    answers = _answers(entry)
+    if not answers:
+        return "no annotated answers"
+    top = _top(answers)
+    if len(top) > 1:
+        return "tied top answers"
+    if top[0].count < min_votes:
+        return f"top answer has fewer than {min_votes} votes"
+    forbidden = set().union(*(a.variants for a in answers))
+    western_entry = annotations[western_country].get(qid)
+    western_answers = _top(_answers(western_entry)) if western_entry else []
+    if not western_answers:
+        return "no Western answer"
+    western_answer = _pick(western_answers, forbidden)
+    if western_answer is None:
+        return "Western answer is also a target answer"
+    options = [top[0], western_answer]
+    labels = [country, WESTERN]
+    taken = forbidden | western_answer.variants
+    pool_rng = random.Random(f"{seed}:{country}:{qid}:pool")
+    first, then = list(others), list(rest)
+    pool_rng.shuffle(first)
+    pool_rng.shuffle(then)
+    for other in [*first, *then]:
+        if len(options) == n_options:
+            break
+        other_entry = annotations[other].get(qid)
+        pick = _pick(_top(_answers(other_entry)), taken) if other_entry else None
+        if pick is not None:
+            options.append(pick)
+            labels.append(other)
+            taken |= pick.variants
+    if len(options) < n_options:
+        return f"fewer than {n_options} distinct answers across countries"
+    return options, labels

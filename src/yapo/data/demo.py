@@ -23,6 +23,7 @@ from typing import Literal, TypeVar
 
 from yapo.data.cultural import load_mcq, load_open
 from yapo.data.records import CulturalMCQ, OpenQuestion
+from yapo.data.validation import LoadReport
 from yapo.errors import YapoError
 
 DEMO_COUNTRIES = ("Egypt", "Morocco", "Mexico", "Spain")
@@ -62,15 +63,18 @@ def _select(
 
 def load_demo_mcq(
     countries: Sequence[str] | None = None, languages: Sequence[str] | None = None
-) -> list[CulturalMCQ]:
-    """The demo MCQs, optionally only some countries and/or languages (``en``/``ar``/``es``)."""
-    items, _ = load_mcq(demo_dataset_path("mcq"))
-    return _select(items, countries, languages)
+) -> tuple[list[CulturalMCQ], LoadReport]:
+    """The demo MCQs, optionally only some countries and/or languages (``en``/``ar``/``es``).
+
+    The report is the whole file's: the filter is a selection, not a defect.
+    """
+    items, report = load_mcq(demo_dataset_path("mcq"))
+    return _select(items, countries, languages), report
 
 
 def load_demo_open(
     countries: Sequence[str] | None = None, languages: Sequence[str] | None = None
-) -> list[OpenQuestion]:
+) -> tuple[list[OpenQuestion], LoadReport]:
     """The demo open-ended questions, optionally filtered like :func:`load_demo_mcq`."""
-    items, _ = load_open(demo_dataset_path("open"))
-    return _select(items, countries, languages)
+    items, report = load_open(demo_dataset_path("open"))
+    return _select(items, countries, languages), report

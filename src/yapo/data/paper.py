@@ -32,8 +32,9 @@ a few aliases are accepted (``prompt_open_ended``, ``main_topic``, ``language_co
 Output: :class:`PaperDataset` with ``mcq`` (one :class:`CulturalMCQ` per question whose
 two rows were found and parsed), ``open`` (one :class:`OpenQuestion` per such question),
 ``pairs`` (every row's MCQ and open preference pair exactly as written by the authors,
-``metadata["kind"]`` ``"mcq"``/``"open"``, ``setting`` from the row) and a
-:class:`LoadReport` whose warnings say which questions could not be paired or parsed.
+``metadata["kind"]`` ``"mcq"``/``"open"``, ``setting`` from the row); returned with a
+:class:`LoadReport` (like every loader) whose warnings say which questions could not be
+paired or parsed.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ class PaperDataset:
     mcq: list[CulturalMCQ] = field(default_factory=list)
     open: list[OpenQuestion] = field(default_factory=list)
     pairs: list[PreferencePair] = field(default_factory=list)
-    report: LoadReport = field(default_factory=lambda: LoadReport(source=""))
 
     def pairs_of(self, kind: str) -> list[PreferencePair]:
         """The ``"mcq"`` or ``"open"`` pairs."""
@@ -285,7 +285,7 @@ def _same_options(a: list[str], b: list[str]) -> bool:
     )
 
 
-def _combine(number: int, rows: list[_ParsedRow], data: PaperDataset) -> None:
+def _combine(number: int, rows: list[_ParsedRow], data: PaperDataset, report: LoadReport) -> None:
     """One MCQ and one open question from a question's localized and non-localized rows.
 
     Every pair made from these rows gets the question's ``question_id``, so that a
@@ -299,7 +299,7 @@ def _combine(number: int, rows: list[_ParsedRow], data: PaperDataset) -> None:
         for pair in parsed.pairs:
             pair.question_id = question_id
         if parsed.status in by_status:
-            data.report.warn(
+            report.warn(
                 parsed.row.location,
                 f"a second {parsed.status} row for this question (first at "
                 f"{by_status[parsed.status].row.location}); the first is used",
@@ -311,7 +311,7 @@ def _combine(number: int, rows: list[_ParsedRow], data: PaperDataset) -> None:
         only = loc or non
         assert only is not None
         missing = "nonlocalized" if non is None else "localized"
-        data.report.warn(only.row.location, f"no {missing} row for this question; not paired")
+        report.warn(only.row.location, f"no {missing} row for this question; not paired")
         return
     f = loc.fields
     language = f.get("language") or "und"
@@ -336,7 +336,7 @@ def _combine(number: int, rows: list[_ParsedRow], data: PaperDataset) -> None:
                 )
             )
         else:
-            data.report.warn(
+            report.warn(
                 non.row.location, f"MCQ options differ from {loc.row.location}; no MCQ item"
             )
     if f.get("prompt_open") and non.fields.get("prompt_open") and f.get("chosen_open"):
@@ -363,7 +363,7 @@ def load_paper_hub_dataset(
     format: str | None = None,
     countries: Sequence[str] | None = None,
     strict: bool = True,
-) -> PaperDataset:
+) -> tuple[PaperDataset, LoadReport]:
     """Read the YaPO paper's cultural data (a Hub id, a local dataset folder or a file).
 
     Every split is read unless ``split`` names one; ``countries`` keeps only those
@@ -372,8 +372,8 @@ def load_paper_hub_dataset(
     table = read_table(
         path_or_hub_id, format=format, split=split, config=config, all_splits=split is None
     )
-    data = PaperDataset(report=LoadReport(source=table.source))
-    report = data.report
+    data = PaperDataset()
+    report = LoadReport(source=table.source)
     for location, message in table.unreadable:
         report.bad(location, message)
     names = _field_names(table.columns)
@@ -401,6 +401,6 @@ def load_paper_hub_dataset(
         data.pairs.extend(parsed.pairs)
         groups.setdefault(_group_key(parsed), []).append(parsed)
     for number, rows in enumerate(groups.values(), start=1):
-        _combine(number, rows, data)
+        _combine(number, rows, data, report)
     report.check(strict)
-    return data
+    return data, report

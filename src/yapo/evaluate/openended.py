@@ -20,7 +20,7 @@ from yapo.data.prompts import format_prompt
 from yapo.data.records import SETTINGS, OpenQuestion, Setting
 from yapo.errors import YapoError
 from yapo.evaluate.judge.base import Judge, Judgement
-from yapo.evaluate.judge.rubric import JudgeRequest
+from yapo.evaluate.judge.cultural import JudgeRequest
 from yapo.evaluate.metrics import PairScore
 from yapo.evaluate.scoring import Throughput
 from yapo.evaluate.textgen import generate_texts

@@ -52,7 +52,6 @@ from yapo._finite import finite_problem
 from yapo._io import (
     append_jsonl,
     atomic_dir,
-    atomic_path,
     recover_leftovers,
     write_json,
     write_text,
@@ -60,6 +59,7 @@ from yapo._io import (
 from yapo._lock import FolderLock
 from yapo.errors import YapoError
 from yapo.methods.reuse import decide, differences
+from yapo.report.plots import plot_loss
 from yapo.vectors.base import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -348,50 +348,3 @@ def _check_same_data(path: Path, saved: dict[str, Any], current: dict[str, Any])
                 f"{before[:12] if isinstance(before, str) else 'not recorded'}, now "
                 f"{str(current[key])[:12]}); resume with the same data or use a new --out"
             )
-
-
-def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Training loss per step (by direction, with a running mean) and evaluation loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [r for r in records if r.get("kind") == "train"]
-    evals = [r for r in records if r.get("kind") == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for d, colour in ((1, "tab:blue"), (-1, "tab:orange")):
-        points = [(r["step"], r["loss"]) for r in train if r.get("d") == d]
-        if points:
-            xs, ys = zip(*points)
-            ax.scatter(xs, ys, s=6, alpha=0.4, color=colour, label=f"train loss, d = {d:+d}")
-    if train:
-        window = max(1, min(25, len(train) // 10))
-        losses = [r["loss"] for r in train]
-        smooth = [
-            sum(losses[max(0, i - window + 1) : i + 1])
-            / len(losses[max(0, i - window + 1) : i + 1])
-            for i in range(len(losses))
-        ]
-        ax.plot(
-            [r["step"] for r in train],
-            smooth,
-            color="black",
-            lw=1.2,
-            label=f"running mean ({window} steps)",
-        )
-    for key, style in (("eval_loss_d+1", "s--"), ("eval_loss_d-1", "o--")):
-        points = [(r["step"], r[key]) for r in evals if key in r]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, style, ms=4, label=key.replace("_", " "))
-    ax.axhline(0.1, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("bi-directional DPO loss")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -17,6 +17,8 @@ Matching (:func:`weights_problem`):
 
 Models whose weights cannot be read here (meta/offloaded tensors, integer-packed
 quantization) get no weight fingerprint, and the check falls back to the shapes.
+:func:`model_fingerprint` is the whole record a vector keeps: the architecture and its
+sizes (from :mod:`yapo.models.layers`) plus this weight fingerprint.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from yapo.models.layers import decoder_blocks, hidden_size, num_layers
+
 TOLERANCE = 0.1
 ALLOW_ENV = "YAPO_ALLOW_OTHER_MODEL"
 _ROWS = 6
@@ -38,8 +42,6 @@ _BLOCK_VALUES = 8
 
 def weight_sample(model: nn.Module) -> list[float] | None:
     """32 float values at fixed places of the weights, or ``None`` when unreadable."""
-    from yapo.models.layers import decoder_blocks
-
     try:
         embedding = model.get_input_embeddings().weight  # type: ignore[operator]
         block = next(decoder_blocks(model)[-1].parameters())
@@ -98,3 +100,21 @@ def weights_problem(saved: dict[str, Any], current: dict[str, Any]) -> str | Non
 def other_model_allowed() -> bool:
     """``YAPO_ALLOW_OTHER_MODEL=1`` (or true/yes): accept vectors from sibling models."""
     return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What must match for a vector trained on one model to be applied to another.
+
+    The name a model was loaded under varies (Hub id, local copy, GGUF), so fit is
+    judged on the architecture and its sizes, and on a sample of the weights
+    (:func:`weight_fingerprint`), with the name kept for messages.
+    """
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "text_config", None) or config
+    return {
+        "model_type": str(getattr(text_config, "model_type", "unknown")),
+        "hidden_size": hidden_size(model),
+        "num_layers": num_layers(model),
+        "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
+        **weight_fingerprint(model),
+    }

@@ -97,23 +97,3 @@ def hidden_size(model: nn.Module) -> int:
         if isinstance(value, int):
             return value
     raise YapoError(f"cannot tell the hidden size of {type(model).__name__} from its config")
-
-
-def model_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """What must match for a vector trained on one model to be applied to another.
-
-    The name a model was loaded under varies (Hub id, local copy, GGUF), so fit is
-    judged on the architecture and its sizes, and on a sample of the weights
-    (:mod:`yapo.models.fingerprint`), with the name kept for messages.
-    """
-    from yapo.models.fingerprint import weight_fingerprint
-
-    config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", None) or config
-    return {
-        "model_type": str(getattr(text_config, "model_type", "unknown")),
-        "hidden_size": hidden_size(model),
-        "num_layers": num_layers(model),
-        "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
-        **weight_fingerprint(model),
-    }

@@ -1,11 +1,15 @@
-"""Reports: result tables (Markdown + JSON), PNG plots, and gathering runs into one report."""
+"""Results people read: tables (Markdown + JSON) and every PNG figure of the package.
 
-from yapo.report.gather import build_report
+The modules here only render what they are given (plain values, or result objects
+typed for checking only), so training, evaluation and analysis can all draw through
+them without an import cycle; gathering run folders into one report is
+:mod:`yapo.gather`.
+"""
+
 from yapo.report.plots import plot_loss_curves, plot_overall_bars, plot_sweep
 from yapo.report.tables import build_tables, tables_markdown
 
 __all__ = [
-    "build_report",
     "build_tables",
     "plot_loss_curves",
     "plot_overall_bars",

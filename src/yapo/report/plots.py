@@ -1,5 +1,9 @@
 """PNG plots: training loss curves, multiplier sweeps, overall accuracy per condition.
 
+Two loss figures: :func:`plot_loss` draws one run's steps (both directions, its
+evaluations) into the run folder's ``loss.png`` while it trains; :func:`plot_loss_curves`
+puts several runs side by side for a report.
+
 Figures are made with matplotlib's object API on the Agg canvas (no pyplot, no display,
 no global state), so plotting works on headless machines and from threads, and each PNG
 is written atomically.
@@ -23,11 +27,15 @@ _METRIC_TITLES = {
 }
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float, dpi: float | None = 110) -> Any:
+    """A figure on its own Agg canvas; ``dpi=None`` keeps matplotlib's default (100).
+
+    Every figure of the package is made here, so none touches pyplot's global state.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=110)
+    figure = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
 
@@ -64,7 +72,7 @@ def plot_loss_curves(
     The bi-directional loss alternates between d = +1 and d = −1 steps, so raw curves
     are jagged; the smoothed line (trailing mean) is what to compare across methods.
     """
-    figure = _figure(7.0, 4.2)
+    figure = new_figure(7.0, 4.2)
     axes = figure.add_subplot(1, 1, 1)
     colors = _colors(len(curves))
     for (label, steps, losses), color in zip(curves, colors):
@@ -98,7 +106,7 @@ def plot_sweep(
     methods = sweep["methods"]
     selection = sweep.get("selection") or {}
     panels = len(metrics) + (1 if selection else 0)
-    figure = _figure(5.0 * panels, 4.0)
+    figure = new_figure(5.0 * panels, 4.0)
     colors = _colors(len(methods))
     if selection:
         _fluency_panel(figure.add_subplot(1, panels, panels), methods, selection, colors)
@@ -162,7 +170,7 @@ def plot_overall_bars(tables: Mapping[str, Any], path: str | Path) -> Path | Non
         return None
     conditions = list(dict.fromkeys(c["condition"] for c in table["columns"]))
     metrics = ["localized", "nonlocalized", "mixed"]
-    figure = _figure(max(5.0, 1.6 * len(conditions) + 2.0), 4.0)
+    figure = new_figure(max(5.0, 1.6 * len(conditions) + 2.0), 4.0)
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(metrics)
     for k, (metric, color) in enumerate(zip(metrics, _colors(len(metrics)))):
@@ -194,3 +202,45 @@ def _colors(n: int) -> list[Any]:
 
     palette = colormaps["tab10"]
     return [palette(i % 10) for i in range(max(n, 1))]
+
+
+def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Training loss per step (by direction, with a running mean) and evaluation loss."""
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig = new_figure(7, 4, dpi=None)
+    ax = fig.subplots()
+    for d, colour in ((1, "tab:blue"), (-1, "tab:orange")):
+        points = [(r["step"], r["loss"]) for r in train if r.get("d") == d]
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, s=6, alpha=0.4, color=colour, label=f"train loss, d = {d:+d}")
+    if train:
+        window = max(1, min(25, len(train) // 10))
+        losses = [r["loss"] for r in train]
+        smooth = [
+            sum(losses[max(0, i - window + 1) : i + 1])
+            / len(losses[max(0, i - window + 1) : i + 1])
+            for i in range(len(losses))
+        ]
+        ax.plot(
+            [r["step"] for r in train],
+            smooth,
+            color="black",
+            lw=1.2,
+            label=f"running mean ({window} steps)",
+        )
+    for key, style in (("eval_loss_d+1", "s--"), ("eval_loss_d-1", "o--")):
+        points = [(r["step"], r[key]) for r in evals if key in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, style, ms=4, label=key.replace("_", " "))
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("bi-directional DPO loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

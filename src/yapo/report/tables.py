@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from yapo.evaluate.metrics import MetricsSummary
+if TYPE_CHECKING:
+    from yapo.evaluate.metrics import MetricsSummary
 
 LABELS = {
     "localized": "Loc",

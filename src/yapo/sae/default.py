@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 
-from yapo.sae.formats import SAELENS_CONFIG, default_sae_folder
+from yapo.sae.formats import default_sae_folder
+from yapo.sae.saelens import SAELENS_CONFIG
 
 FALLBACK_LAYER = 14  # the shipped SAE's layer, should its cfg.json be unreadable
 

@@ -21,16 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import load_file
 
-from yapo._io import atomic_dir, write_json
-from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.sae.model import SAE, Activation
+from yapo.sae.saelens import SAELENS_CONFIG, SAELENS_WEIGHTS
 
-SAELENS_CONFIG = "cfg.json"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
 GEMMA_SCOPE_PARAMS = "params.npz"
 DEFAULT_SAE = "default"
 
@@ -134,52 +130,6 @@ def load_saelens_folder(folder: str | Path, reference: str | None = None) -> SAE
         metadata=metadata,
         reference=reference or str(folder),
     )
-
-
-def saelens_config(sae: SAE, dtype: torch.dtype) -> dict[str, Any]:
-    """A ``cfg.json`` that SAELens (old flat keys and v6 ``metadata``) can read."""
-    architecture = {"jumprelu": "jumprelu", "relu": "standard", "topk": "topk"}[sae.activation]
-    meta = {k: v for k, v in sae.metadata.items() if _is_json(v)}
-    cfg: dict[str, Any] = {
-        "architecture": architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": "cpu",
-        "apply_b_dec_to_input": sae.apply_b_dec_to_input,
-        "normalize_activations": "none",
-        "activation_fn_str": "topk" if sae.activation == "topk" else "relu",
-        "activation_fn_kwargs": {"k": sae.k} if sae.activation == "topk" else {},
-        "metadata": {**meta, "yapo_version": __version__},
-    }
-    if sae.activation == "topk":
-        cfg["k"] = sae.k
-    for key in ("model_name", "hook_name", "hook_layer", "neuronpedia_id"):
-        if key in meta:
-            cfg[key] = meta[key]
-    return cfg
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def save_saelens_folder(sae: SAE, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``sae`` in the SAELens layout, atomically."""
-    tensors: dict[str, Tensor] = {
-        name: getattr(sae, name).detach().to("cpu", dtype).contiguous()
-        for name in ("W_enc", "W_dec", "b_enc", "b_dec")
-    }
-    if sae.activation == "jumprelu":
-        tensors["threshold"] = sae.threshold.detach().to("cpu", dtype).contiguous()
-    with atomic_dir(folder) as tmp:
-        save_file(tensors, str(tmp / SAELENS_WEIGHTS))
-        write_json(tmp / SAELENS_CONFIG, saelens_config(sae, dtype))
-    return Path(folder)
 
 
 # ----------------------------------------------------------------------- Hub

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from yapo.errors import MismatchError, YapoError
+from yapo.sae.saelens import save_saelens_folder
 
 Activation = Literal["jumprelu", "relu", "topk"]
 ACTIVATIONS: tuple[Activation, ...] = ("jumprelu", "relu", "topk")
@@ -172,8 +173,6 @@ class SAE(nn.Module):
 
     def save(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
         """Write the SAELens layout (``cfg.json`` + ``sae_weights.safetensors``)."""
-        from yapo.sae.formats import save_saelens_folder
-
         return save_saelens_folder(self, folder, dtype=dtype)
 
     def __repr__(self) -> str:

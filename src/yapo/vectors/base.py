@@ -18,7 +18,8 @@ from yapo._io import atomic_dir, write_json, write_text
 from yapo._version import __version__
 from yapo.errors import MismatchError, YapoError
 from yapo.intervene import Positions, add_to_layer
-from yapo.models.layers import hidden_size, model_fingerprint, num_layers
+from yapo.models.fingerprint import model_fingerprint
+from yapo.models.layers import hidden_size, num_layers
 from yapo.vectors.edits import Edit
 
 VECTOR_FILE = "vector.safetensors"

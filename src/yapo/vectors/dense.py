@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from yapo._finite import check_finite
 from yapo.errors import YapoError
-from yapo.models.layers import hidden_size, model_fingerprint, resolve_layer
+from yapo.models.fingerprint import model_fingerprint
+from yapo.models.layers import hidden_size, resolve_layer
 from yapo.models.loading import model_name
 from yapo.vectors.base import SteeringVector, VectorMeta
 from yapo.vectors.edits import DenseEdit, scale

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from yapo._finite import check_finite
 from yapo._paths import resolved_reference
 from yapo.errors import MismatchError, YapoError
-from yapo.models.layers import hidden_size, model_fingerprint, resolve_layer
+from yapo.models.fingerprint import model_fingerprint
+from yapo.models.layers import hidden_size, resolve_layer
 from yapo.models.loading import model_name
 from yapo.sae.formats import check_sae_fits_model
 from yapo.sae.model import SAE

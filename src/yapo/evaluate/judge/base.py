@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from yapo.errors import YapoError
-from yapo.evaluate.judge.rubric import MAX_TOTAL, JudgeRequest
+from yapo.evaluate.judge.cultural import MAX_TOTAL, JudgeRequest
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The cache is a JSON-lines file of ``{"key": ..., "judgement": {...}}``. The key hashes
 the judge model, the rubric version and the exact messages (see
-:meth:`JudgeRequest.cache_key`), so changing any of them asks the judge again. Only
+:meth:`Rubric.cache_key`), so changing any of them asks the judge again. Only
 successful judgements are stored: failures are retried on the next run. Lines are
 appended and flushed one at a time (:func:`yapo._io.append_jsonl`), so a crash loses at
 most the line being written, and a torn last line is skipped when the file is read.

@@ -7,8 +7,8 @@ one client (the official ``openai`` package) covers them: give a base URL and a 
 Robustness, because judging hundreds of answers over a network always hits something:
 
 * retries with exponential back-off on timeouts, connection errors, HTTP 408/409/429
-  and 5xx, and on replies that do not contain four valid rubric scores (a sampled judge
-  may answer properly on the next try); other 4xx errors (bad model name, bad key) are
+  and 5xx, and on replies its rubric cannot read (a sampled judge may answer properly
+  on the next try); other 4xx errors (bad model name, bad key) are
   not retried;
 * at most ``concurrency`` requests in flight at once (a thread pool);
 * an optional on-disk cache of successful judgements (:class:`JudgeCache`);
@@ -39,12 +39,8 @@ from tqdm.auto import tqdm
 from yapo.errors import YapoError
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.cache import JudgeCache
-from yapo.evaluate.judge.rubric import (
-    RUBRIC_VERSION,
-    JudgeRequest,
-    RubricParseError,
-    parse_judgement,
-)
+from yapo.evaluate.judge.cultural import CULTURAL_RUBRIC
+from yapo.evaluate.judge.rubric import Rubric, UnusableReply
 
 logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -52,7 +48,11 @@ API_KEY_ENV = "YAPO_JUDGE_API_KEY"
 
 
 class OpenAIJudge:
-    """Grade answers with a model served behind an OpenAI-compatible API."""
+    """Grade answers with a model served behind an OpenAI-compatible API.
+
+    ``rubric`` says what is asked and how replies are read (default: the cultural
+    0–10 rubric); everything else here is transport and is the same for every rubric.
+    """
 
     backend = "openai-compatible"
 
@@ -70,6 +70,7 @@ class OpenAIJudge:
         temperature: float = 0.0,
         max_tokens: int = 400,
         cache: JudgeCache | None = None,
+        rubric: Rubric[Any] = CULTURAL_RUBRIC,
     ) -> None:
         if not model:
             raise YapoError("the judge needs a model name (--judge-model)")
@@ -88,6 +89,7 @@ class OpenAIJudge:
         from openai import OpenAI
 
         self.name = model
+        self.rubric = rubric
         self.base_url = base_url
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -119,17 +121,17 @@ class OpenAIJudge:
             "max_retries": self.max_retries,
             "timeout": self.timeout,
             "deadline": self.deadline,
-            "rubric": RUBRIC_VERSION,
+            "rubric": self.rubric.version,
         }
 
-    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+    def judge(self, requests: Sequence[Any]) -> list[Judgement]:
         """One judgement per request, in order; cached ones are not asked again."""
         results: list[Judgement | None] = [None] * len(requests)
         todo: list[int] = []
         if self.deadline is not None and self._ends is None:
             self._ends = time.monotonic() + self.deadline
         for i, request in enumerate(requests):
-            hit = self.cache.get(request.cache_key(self.name)) if self.cache else None
+            hit = self.cache.get(self.rubric.cache_key(request, self.name)) if self.cache else None
             if hit is not None:
                 results[i] = replace(hit, key=request.key, cached=True)
             else:
@@ -141,7 +143,7 @@ class OpenAIJudge:
                 for i, judgement in zip(todo, bar):
                     results[i] = judgement
                     if self.cache is not None:
-                        self.cache.put(requests[i].cache_key(self.name), judgement)
+                        self.cache.put(self.rubric.cache_key(requests[i], self.name), judgement)
         failed = [r for r in results if r is not None and not r.ok]
         if failed:
             logger.warning(
@@ -157,15 +159,12 @@ class OpenAIJudge:
         """Seconds until the overall deadline (``None``: no deadline)."""
         return None if self._ends is None else self._ends - time.monotonic()
 
-    def _read_reply(self, request: JudgeRequest, raw: str, attempts: int) -> Judgement:
-        """Turn the judge's reply into a judgement; an unusable reply is a failed one.
-
-        Subclasses with another scale (BiPO's 1–4 behaviour scores) override only this:
-        the retry loop below is shared, and a failed reading is retried like an HTTP error.
-        """
+    def _read_reply(self, request: Any, raw: str, attempts: int) -> Judgement:
+        """Turn the judge's reply into a judgement; an unusable reply is a failed one
+        (which the retry loop retries like an HTTP error)."""
         try:
-            scores, rationale = parse_judgement(raw)
-        except RubricParseError as exc:
+            scores, rationale = self.rubric.read(raw)
+        except UnusableReply as exc:
             return Judgement(
                 key=request.key, judge=self.name, error=str(exc), attempts=attempts, raw=raw
             )
@@ -178,7 +177,7 @@ class OpenAIJudge:
             raw=raw,
         )
 
-    def _judge_one(self, request: JudgeRequest) -> Judgement:
+    def _judge_one(self, request: Any) -> Judgement:
         import openai
 
         error = "not attempted"
@@ -197,7 +196,7 @@ class OpenAIJudge:
             try:
                 response = client.chat.completions.create(
                     model=self.name,
-                    messages=request.messages(),  # type: ignore[arg-type]
+                    messages=self.rubric.messages(request),  # type: ignore[arg-type]
                     temperature=self.temperature,
                     max_tokens=self.max_tokens,
                 )

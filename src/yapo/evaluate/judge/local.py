@@ -16,12 +16,8 @@ from torch import nn
 
 from yapo.evaluate.judge.base import Judgement
 from yapo.evaluate.judge.cache import JudgeCache
-from yapo.evaluate.judge.rubric import (
-    RUBRIC_VERSION,
-    JudgeRequest,
-    RubricParseError,
-    parse_judgement,
-)
+from yapo.evaluate.judge.cultural import CULTURAL_RUBRIC
+from yapo.evaluate.judge.rubric import Rubric, UnusableReply
 from yapo.evaluate.textgen import generate_texts
 
 
@@ -47,7 +43,8 @@ def render_messages(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 
 class LocalJudge:
-    """Grade answers with a causal LM loaded in this process."""
+    """Grade answers with a causal LM loaded in this process, with ``rubric`` (default:
+    the cultural 0–10 rubric) saying what is asked and how replies are read."""
 
     backend = "local-hf"
 
@@ -60,8 +57,10 @@ class LocalJudge:
         batch_size: int = 4,
         max_new_tokens: int = 256,
         cache: JudgeCache | None = None,
+        rubric: Rubric[Any] = CULTURAL_RUBRIC,
     ) -> None:
         self.model = model
+        self.rubric = rubric
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model, "name_or_path", "") or "local-model")
         self.batch_size = batch_size
@@ -74,20 +73,22 @@ class LocalJudge:
             "model": self.name,
             "decoding": "greedy",
             "max_new_tokens": self.max_new_tokens,
-            "rubric": RUBRIC_VERSION,
+            "rubric": self.rubric.version,
         }
 
-    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+    def judge(self, requests: Sequence[Any]) -> list[Judgement]:
         results: list[Judgement | None] = [None] * len(requests)
         todo: list[int] = []
         for i, request in enumerate(requests):
-            hit = self.cache.get(request.cache_key(self.name)) if self.cache else None
+            hit = self.cache.get(self.rubric.cache_key(request, self.name)) if self.cache else None
             if hit is not None:
                 results[i] = replace(hit, key=request.key, cached=True)
             else:
                 todo.append(i)
         if todo:
-            prompts = [render_messages(self.tokenizer, requests[i].messages()) for i in todo]
+            prompts = [
+                render_messages(self.tokenizer, self.rubric.messages(requests[i])) for i in todo
+            ]
             try:
                 replies, _ = generate_texts(
                     self.model,
@@ -104,15 +105,16 @@ class LocalJudge:
             for i, reply in zip(todo, replies):
                 results[i] = self._judgement(requests[i], reply, failure)
                 if self.cache is not None:
-                    self.cache.put(requests[i].cache_key(self.name), results[i])  # type: ignore[arg-type]
+                    key = self.rubric.cache_key(requests[i], self.name)
+                    self.cache.put(key, results[i])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
 
-    def _judgement(self, request: JudgeRequest, reply: str | None, failure: str) -> Judgement:
+    def _judgement(self, request: Any, reply: str | None, failure: str) -> Judgement:
         if reply is None:
             return Judgement(key=request.key, judge=self.name, error=failure, attempts=1)
         try:
-            scores, rationale = parse_judgement(reply)
-        except RubricParseError as exc:
+            scores, rationale = self.rubric.read(reply)
+        except UnusableReply as exc:
             return Judgement(
                 key=request.key, judge=self.name, error=str(exc), attempts=1, raw=reply
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,60 @@ def train_sae(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layer = resolve_layer(model, options.layer)
+    files = _corpus_files(model, tokenizer, corpus, out, options)
+    store_config = StoreConfig(
+        layer=layer,
+        context_size=options.context_size,
+        model_batch_size=options.model_batch_size,
+        exclude_bos=options.exclude_bos,
+    )
+    store = ActivationStore(model, tokenizer, Corpus(files, options.text_field), store_config)
+    write_json(
+        out / "run.json",
+        {
+            "model": model_name,
+            "corpus": [str(f) for f in files],
+            "options": {
+                k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()
+            },
+            "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        },
+    )
+    source, steps, n_activations = _activation_source(store, options, out, model_name, progress)
+    metadata = {
+        "model_name": model_name,
+        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "hook_layer": layer,
+        "d_model": hidden_size(model),
+        "context_size": options.context_size,
+        "prepend_bos": getattr(tokenizer, "bos_token_id", None) is not None,
+        "exclude_bos": options.exclude_bos,
+        "training_tokens": steps * options.batch_size,
+        "activation_tokens": n_activations,
+        "corpus": [str(f) for f in files],
+        "trained_with": "yapo sae train",
+    }
+    config = _trainer_config(hidden_size(model), options, steps, metadata)
+    result = SAETrainer(config, source, out).run(progress=progress)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+        options.save_dtype
+    )
+    if dtype is None:
+        raise YapoError(
+            f"--save-dtype must be float32, float16 or bfloat16, not {options.save_dtype}"
+        )
+    result.sae.save(out / "sae", dtype=dtype)
+    return result
+
+
+def _corpus_files(
+    model: Any, tokenizer: Any, corpus: Sequence[str | Path], out: Path, options: SAEPipelineConfig
+) -> list[Path]:
+    """The corpus files, plus ``samples.jsonl`` of the model's own text when asked for.
+
+    The samples are written once and reused on a rerun, so a resumed run reads the
+    very texts the interrupted one did.
+    """
     files = [Path(f) for f in corpus]
     if options.sample_tokens > 0:
         if options.sample_seeds is None:
@@ -115,27 +169,21 @@ def train_sae(
         files.append(samples)
     if not files:
         raise YapoError("no corpus: give --corpus files and/or --sample-tokens")
-    texts_source = Corpus(files, options.text_field)
-    store_config = StoreConfig(
-        layer=layer,
-        context_size=options.context_size,
-        model_batch_size=options.model_batch_size,
-        exclude_bos=options.exclude_bos,
-    )
-    store = ActivationStore(model, tokenizer, texts_source, store_config)
-    write_json(
-        out / "run.json",
-        {
-            "model": model_name,
-            "corpus": [str(f) for f in files],
-            "options": {
-                k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()
-            },
-            "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        },
-    )
+    return files
 
-    source: Any
+
+BatchSource = Callable[[int], Iterator[Tensor]]
+
+
+def _activation_source(
+    store: ActivationStore, options: SAEPipelineConfig, out: Path, model_name: str, progress: bool
+) -> tuple[BatchSource, int, int | None]:
+    """Where the trainer's batches come from, the number of steps, and the cached tokens.
+
+    Streaming reads the model anew every epoch (no disk, no token count, so the steps
+    must be given); otherwise the activations are cached once on disk (resumably) and
+    the steps follow from the cache's size.
+    """
     if options.stream:
         if options.steps is None:
             if options.max_tokens is None:
@@ -143,9 +191,8 @@ def train_sae(
             steps = math.ceil(options.max_tokens * options.epochs / options.batch_size)
         else:
             steps = options.steps
-        n_activations = None
 
-        def source(start_step: int) -> Iterator[Tensor]:
+        def stream(start_step: int) -> Iterator[Tensor]:
             def endless() -> Iterator[Tensor]:
                 for epoch in itertools.count():
                     yield from store.shuffled_batches(
@@ -154,37 +201,28 @@ def train_sae(
 
             return itertools.islice(endless(), start_step, None)
 
-    else:
-        cache = build_cache(
-            store,
-            options.activations or out / "activations",
-            max_tokens=options.max_tokens,
-            model_name=model_name,
-            progress=progress,
-        )
-        n_activations = cache.tokens
-        steps = options.steps or max(
-            1, math.ceil(cache.tokens * options.epochs / options.batch_size)
-        )
+        return stream, steps, None
+    cache = build_cache(
+        store,
+        options.activations or out / "activations",
+        max_tokens=options.max_tokens,
+        model_name=model_name,
+        progress=progress,
+    )
+    steps = options.steps or max(1, math.ceil(cache.tokens * options.epochs / options.batch_size))
 
-        def source(start_step: int) -> Iterator[Tensor]:
-            return _cache_batches(cache, options, start_step)
+    def cached(start_step: int) -> Iterator[Tensor]:
+        return _cache_batches(cache, options, start_step)
 
-    metadata = {
-        "model_name": model_name,
-        "hook_name": f"blocks.{layer}.hook_resid_post",
-        "hook_layer": layer,
-        "d_model": hidden_size(model),
-        "context_size": options.context_size,
-        "prepend_bos": getattr(tokenizer, "bos_token_id", None) is not None,
-        "exclude_bos": options.exclude_bos,
-        "training_tokens": steps * options.batch_size,
-        "activation_tokens": n_activations,
-        "corpus": [str(f) for f in files],
-        "trained_with": "yapo sae train",
-    }
-    config = SAETrainConfig(
-        d_in=hidden_size(model),
+    return cached, steps, cache.tokens
+
+
+def _trainer_config(
+    d_in: int, options: SAEPipelineConfig, steps: int, metadata: dict[str, Any]
+) -> SAETrainConfig:
+    """The trainer's settings: the run's options, its step count and the SAE's metadata."""
+    return SAETrainConfig(
+        d_in=d_in,
         d_sae=options.width,
         architecture=options.architecture,
         steps=steps,
@@ -201,16 +239,6 @@ def train_sae(
         checkpoint_every=options.checkpoint_every,
         metadata=metadata,
     )
-    result = SAETrainer(config, source, out).run(progress=progress)
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
-        options.save_dtype
-    )
-    if dtype is None:
-        raise YapoError(
-            f"--save-dtype must be float32, float16 or bfloat16, not {options.save_dtype}"
-        )
-    result.sae.save(out / "sae", dtype=dtype)
-    return result
 
 
 def _cache_batches(

@@ -13,6 +13,11 @@ level down, so ``yapo report runs/`` works):
 * a sweep — ``sweep.json`` written by ``yapo sweep``: the λ curves and their table.
 
 The report is ``report.md`` with its PNGs beside it, in the output folder.
+
+This module sits above :mod:`yapo.evaluate` (it reads what evaluations wrote, as their
+types) and :mod:`yapo.report` (whose tables and figures it fills); it is not part of
+``yapo.report`` so that evaluation and training can draw their figures there without
+an import cycle.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from yapo._io import write_text
 from yapo.errors import YapoError
 from yapo.evaluate.metrics import MetricsSummary
+from yapo.evaluate.sweep import sweep_markdown
 from yapo.report.plots import moving_average, plot_loss_curves, plot_overall_bars, plot_sweep
 from yapo.report.tables import build_tables, tables_markdown
 
@@ -228,8 +234,6 @@ def _evaluation_section(folder: Path, results: dict[str, Any], out: Path, index:
 
 def build_report(folders: list[str | Path], out: str | Path) -> Path:
     """Write ``report.md`` (and its plots) for the given run folders into ``out``."""
-    from yapo.evaluate.sweep import sweep_markdown
-
     if not folders:
         raise YapoError("give at least one run folder")
     found = find_runs([Path(f) for f in folders])
