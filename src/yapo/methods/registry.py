@@ -30,7 +30,7 @@ VectorKind = Literal["dense", "sparse"]
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method: what it is, what it needs, how it
+    """One method: what it is, what it needs, how it fits.
 
     ``base`` is the name its runs and vectors record (the RePS variants are the same
     trainer and vector kind as their base, with another ``objective``); ``objective`` is
