@@ -11,8 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from yapo._io import atomic_path
-from yapo.report.plots import new_figure
+from yapo.report.plots import new_figure, save_figure
 
 if TYPE_CHECKING:
     from yapo.evaluate.behaviour import BehaviourResult
@@ -43,8 +42,4 @@ def plot_behaviour(result: BehaviourResult, path: str | Path) -> Path:
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"{result.task}: {result.n_items} items")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
+    return save_figure(fig, path, dpi=120)

@@ -11,8 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from yapo._io import atomic_path
-from yapo.report.plots import new_figure
+from yapo.report.plots import new_figure, save_figure
 
 if TYPE_CHECKING:
     from yapo.analysis.patching import PatchingResult
@@ -71,8 +70,4 @@ def plot_patching(result: PatchingResult, path: str | Path, title: str | None = 
     ax.set_title(title or f"Activation patching, {len(result.items)} items")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
+    return save_figure(fig, path, dpi=120)

@@ -40,11 +40,16 @@ def new_figure(width: float, height: float, dpi: float | None = 110) -> Any:
     return figure
 
 
-def _save(figure: Any, path: str | Path) -> Path:
+def save_figure(figure: Any, path: str | Path, dpi: float | None = None) -> Path:
+    """Lay out ``figure`` and write it as a PNG atomically (a reader never sees half a
+    file); ``dpi`` ``None`` keeps the figure's own."""
     target = Path(path)
     figure.tight_layout()
     with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png")
+        if dpi is None:
+            figure.savefig(tmp, format="png")
+        else:
+            figure.savefig(tmp, format="png", dpi=dpi)
     return target
 
 
@@ -89,7 +94,7 @@ def plot_loss_curves(
     axes.grid(alpha=0.3)
     if curves:
         axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_sweep(
@@ -137,7 +142,7 @@ def plot_sweep(
         axes.set_title(_METRIC_TITLES.get(metric, metric))
         axes.grid(alpha=0.3)
         axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _fluency_panel(
@@ -194,7 +199,7 @@ def plot_overall_bars(tables: Mapping[str, Any], path: str | Path) -> Path | Non
     axes.set_ylabel("MCQ accuracy (%)")
     axes.grid(axis="y", alpha=0.3)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _colors(n: int) -> list[Any]:
@@ -241,6 +246,4 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
