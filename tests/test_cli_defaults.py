@@ -91,16 +91,70 @@ def test_compare_and_demo_options_default_to_the_compare_config() -> None:
         assert cli["fluency_prompts"] == selection.fluency_prompts
     assert _defaults(demo_command)["country"] == DemoConfig().country
     cli, config = _defaults(compare_command), CompareConfig()
-    for name in (
-        "test_fraction",
-        "validation_fraction",
-        "epochs",
-        "warmup_steps",
-        "batch_size",
-        "early_stopping_patience",
-        "seed",
-        "retrain",
-    ):
+    for name in ("test_fraction", "validation_fraction", "retrain"):
         assert cli[name] == getattr(config, name), name
-    assert cli["lr"] == config.learning_rate
+    for name in ("epochs", "warmup_steps", "batch_size", "early_stopping_patience", "seed"):
+        assert cli[name] == getattr(config.training, name), name
+    assert cli["lr"] == config.training.learning_rate
     assert cli["questions"] == config.max_questions
+
+
+def _helps(command: Callable[..., Any]) -> dict[str, str]:
+    """Each option's help text, as the command declares it."""
+    import typing
+
+    hints = typing.get_type_hints(command, include_extras=True)
+    return {
+        name: hint.__metadata__[0].help
+        for name, hint in hints.items()
+        if hasattr(hint, "__metadata__")
+    }
+
+
+def test_every_config_field_explains_itself() -> None:
+    from dataclasses import fields
+
+    from yapo.evaluate.benchmark import MetricConfig
+    from yapo.evaluate.mcq import McqConfig
+
+    for config in (
+        CompareConfig,
+        DemoConfig,
+        SelectionConfig,
+        McqConfig,
+        MetricConfig,
+        PreferenceConfig,
+    ):
+        for item in fields(config):
+            assert str(item.metadata.get("help", "")).strip(), f"{config.__name__}.{item.name}"
+
+
+def test_compare_and_demo_help_is_the_configs_field_help() -> None:
+    from dataclasses import fields
+
+    selection = {f.name: f.metadata["help"] for f in fields(SelectionConfig)}
+    compare = {f.name: f.metadata["help"] for f in fields(CompareConfig)}
+    from_selection = {
+        "select_grid": "multipliers",
+        "select_metric": "metric",
+        "max_nll_increase": "max_nll_increase",
+        "max_repetition": "max_repetition",
+        "fluency_prompts": "fluency_prompts",
+    }
+    from_compare = {name: name for name in ("methods", "pair_policy", "sae", "layer")}
+    for command in (compare_command, demo_command):
+        helps = _helps(command)
+        for option, name in from_selection.items():
+            assert helps[option] == selection[name], option
+        for option, name in from_compare.items():
+            assert helps[option] == compare[name], option
+    helps = _helps(compare_command)
+    for option, name in {
+        "test_fraction": "test_fraction",
+        "validation_fraction": "validation_fraction",
+        "questions": "max_questions",
+        "retrain": "retrain",
+    }.items():
+        assert helps[option] == compare[name], option
+    country = next(f for f in fields(DemoConfig) if f.name == "country")
+    assert _helps(demo_command)["country"] == country.metadata["help"]

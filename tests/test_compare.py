@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,20 +13,30 @@ import torch
 from tests.conftest import make_sae
 
 from yapo import YapoError
-from yapo.compare import CompareConfig, country_folder_name, run_comparison, select_items
+from yapo.compare import (
+    CompareConfig,
+    comparison_training,
+    country_folder_name,
+    run_comparison,
+    select_items,
+)
 from yapo.data.demo import load_demo_mcq
+from yapo.methods.preference import PreferenceConfig
 
 
 def _settings(model_dir: Path, sae_dir: Path, **overrides: object) -> CompareConfig:
+    """A small comparison; an override that only the trainer has goes to ``training``."""
+    trainer_only = PreferenceConfig.field_names() - {f.name for f in fields(CompareConfig)}
+    training: dict[str, object] = {"epochs": 1, "warmup_steps": 1}
+    training.update({k: v for k, v in overrides.items() if k in trainer_only})
     base: dict[str, object] = {
         "model": str(model_dir),
         "sae": str(sae_dir),
         "layer": 1,
         "max_questions": 4,
-        "epochs": 1,
-        "warmup_steps": 1,
+        "training": comparison_training(**training),
     }
-    base.update(overrides)
+    base.update({k: v for k, v in overrides.items() if k not in trainer_only})
     return CompareConfig(**base)  # type: ignore[arg-type]
 
 
@@ -159,6 +170,63 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_bit_identically(
     assert json.loads((run / "comparison_key.json").read_text())["finished"] is True
 
 
+def test_the_training_and_key_of_a_default_comparison_are_unchanged() -> None:
+    """Pinned from the code before ``CompareConfig`` held a ``PreferenceConfig``.
+
+    Then compare passed the trainer ``seed``, ``epochs`` and the settings it had set
+    (6 epochs, patience 2) and keyed each run on exactly those; run folders trained
+    then must still read as the same training and be reused.
+    """
+    from yapo.compare import _training_key
+    from yapo.data.records import PreferencePair
+    from yapo.demo import DemoConfig
+
+    assert CompareConfig().training == PreferenceConfig(seed=0, epochs=6, early_stopping_patience=2)
+    assert DemoConfig().training == CompareConfig().training
+    assert DemoConfig.quick().training == PreferenceConfig(epochs=1, early_stopping_patience=2)
+    pairs = [
+        PreferencePair(prompt="Where?", chosen="Cairo", rejected="Paris", id="q1"),
+        PreferencePair(prompt="Food?", chosen="koshari", rejected="pizza", id="q2"),
+    ]
+    validation = [PreferencePair(prompt="Drink?", chosen="tea", rejected="cola", id="q3")]
+    digest = "f42d636c4ed753fb2f1911a0607e849ec773fec81b1284046142d4507679cc14"
+    validation_digest = "dc54c7fe187c61cd149585ddfb52b904b1786d97ab8395f864547abbb1508dfd"
+    for method in ("bipo", "bipo-reps"):
+        assert _training_key(method, pairs, validation, 3, None, CompareConfig()) == {
+            "layer": 3,
+            "method": method,
+            "model": "default",
+            "pairs": digest,
+            "training": {"early_stopping_patience": 2, "epochs": 6, "seed": 0},
+            "validation_pairs": validation_digest,
+        }
+    assert _training_key("caa", pairs, validation, 3, None, CompareConfig()) == {
+        "layer": 3,
+        "method": "caa",
+        "model": "default",
+        "pairs": digest,
+    }
+    changed = CompareConfig(
+        training=comparison_training(
+            epochs=1,
+            warmup_steps=1,
+            learning_rate=0.1,
+            batch_size=2,
+            seed=3,
+            early_stopping_patience=None,
+        )
+    )
+    assert _training_key("bipo", pairs, validation, 3, None, changed)["training"] == {
+        "seed": 3,
+        "epochs": 1,
+        "warmup_steps": 1,
+        "learning_rate": 0.1,
+        "batch_size": 2,
+    }
+    beta = CompareConfig(training=comparison_training(beta=0.5))  # any other setting counts
+    assert _training_key("bipo", pairs, validation, 3, None, beta)["training"]["beta"] == 0.5
+
+
 def test_bad_requests_say_what_the_data_has() -> None:
     items, _ = load_demo_mcq(countries=["Egypt", "Spain"], languages=["en", "es", "ar"])
     with pytest.raises(YapoError, match="no Atlantis; its countries: Egypt, Spain"):
@@ -170,6 +238,10 @@ def test_bad_requests_say_what_the_data_has() -> None:
         CompareConfig(methods=("yapo", "magic")).validate()
     with pytest.raises(YapoError, match="test_fraction"):
         CompareConfig(test_fraction=1.0).validate()
+    with pytest.raises(YapoError, match="epochs"):
+        CompareConfig(training=comparison_training(epochs=0)).validate()
+    with pytest.raises(YapoError, match="yapo-reps"):  # the objective is in the method name
+        CompareConfig(training=comparison_training(objective="reps")).validate()
     assert country_folder_name("South Korea") == "South_Korea"
 
 

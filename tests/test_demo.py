@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import make_sae
 
 from yapo import YapoError
+from yapo.compare import comparison_training
 from yapo.demo import DemoConfig, run_demo
 
 
@@ -18,7 +19,11 @@ def test_demo_writes_runs_evaluation_and_report(saved_model_dir: Path, tmp_path:
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
     settings = DemoConfig.quick(
-        model=str(saved_model_dir), sae=str(sae_dir), layer=1, max_questions=6, epochs=1
+        model=str(saved_model_dir),
+        sae=str(sae_dir),
+        layer=1,
+        max_questions=6,
+        training=comparison_training(epochs=1),
     )
     messages: list[str] = []
     result = run_demo(tmp_path / "demo", settings, log=messages.append)

@@ -417,7 +417,7 @@ def test_reps_raises_the_chosen_over_rejected_margin(sparse: bool) -> None:
 
 # ---------------------------------------------------------------------- yapo compare / demo
 def test_compare_accepts_the_reps_variants_and_trains_them_with_reps(tmp_path: Path) -> None:
-    from yapo.compare import CompareConfig, _train, _training_key
+    from yapo.compare import CompareConfig, _train, _training_key, comparison_training
     from yapo.methods.registry import DEFAULT_METHODS, method_objective, parse_methods
 
     assert parse_methods("yapo-reps, bipo-reps,caa") == ("yapo-reps", "bipo-reps", "caa")
@@ -427,7 +427,9 @@ def test_compare_accepts_the_reps_variants_and_trains_them_with_reps(tmp_path: P
     assert method_objective("bipo") == ("bipo", "bipo")
     with pytest.raises(YapoError, match="unknown method"):
         parse_methods("sas-reps")
-    settings = CompareConfig(methods=("bipo-reps",), epochs=1, multiplier=1.0)
+    settings = CompareConfig(
+        methods=("bipo-reps",), training=comparison_training(epochs=1), multiplier=1.0
+    )
     pairs = tiny_pairs(8)
     sae = make_sae()
     keys = {m: _training_key(m, pairs, [], 1, sae, settings) for m in ("bipo", "bipo-reps")}

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import make_sae, make_tokenizer
 from tests.methods_support import steerable_model
 
-from yapo.compare import CompareConfig, run_comparison
+from yapo.compare import CompareConfig, comparison_training, run_comparison
 from yapo.data.cultural import mcq_to_preferences
 from yapo.data.demo import load_demo_mcq
 from yapo.data.prompts import format_prompt
@@ -139,7 +139,7 @@ def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
         sae=str(sae_dir),
         layer=1,
         max_questions=10,
-        epochs=1,
+        training=comparison_training(epochs=1),
         validation_fraction=0.4,
         selection=SelectionConfig(multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4),
     )

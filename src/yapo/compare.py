@@ -39,48 +39,91 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from yapo._config import config_field, nested_config
 from yapo._io import write_json
 from yapo.data.records import CulturalMCQ, PreferencePair
 from yapo.errors import YapoError
 from yapo.evaluate.selection import SelectionConfig
-from yapo.methods.registry import DEFAULT_METHODS, MethodSpec, check_methods, method_spec
+from yapo.methods.preference import PreferenceConfig
+from yapo.methods.registry import (
+    DEFAULT_METHODS,
+    METHODS,
+    MethodSpec,
+    check_methods,
+    method_spec,
+)
 from yapo.methods.reuse import Action, decide
 
 Log = Callable[[str], None]
+
+
+def comparison_training(**changes: Any) -> PreferenceConfig:
+    """The comparison's training settings (``changes`` over them): the one home of them.
+
+    A comparison trains every optimized method of every country, so it runs 6 epochs
+    rather than the trainer's 20 and stops after 2 validation evaluations without
+    improvement (the best-validation vector is kept anyway); everything else is the
+    trainer's default, e.g. a step size relative to the measured scale of the stream,
+    so one default fits every model.
+    """
+    return replace(PreferenceConfig(epochs=6, early_stopping_patience=2), **changes)
 
 
 @dataclass
 class CompareConfig:
     """What is trained, how, and how strength is chosen.
 
-    Training settings left at ``None`` take the trainer's defaults
-    (:class:`yapo.methods.preference.PreferenceConfig`: a step size relative to the
-    measured scale of the stream, so one default fits every model). Each country's
-    training questions are split again by question: ``validation_fraction`` of them are
-    held out for early stopping (the run keeps its best-validation vector) and for
-    choosing λ (``multiplier="auto"``, :mod:`yapo.evaluate.selection`); the test
-    questions are scored once, at the chosen λ. ``pair_policy`` decides the rejected
-    answer of each pair (``"model"``: the model's own preferred wrong option).
+    ``training`` holds the trainer settings of the optimized methods (YaPO, BiPO and
+    their RePS variants; :func:`comparison_training`); CAA and SAS take the trainer's
+    defaults. Its ``seed`` also draws the split. Each country's training questions are
+    split again by question: ``validation_fraction`` of them are held out for early
+    stopping (the run keeps its best-validation vector) and for choosing λ
+    (``multiplier="auto"``, :mod:`yapo.evaluate.selection`); the test questions are
+    scored once, at the chosen λ. ``pair_policy`` decides the rejected answer of each
+    pair (``"model"``: the model's own preferred wrong option).
     """
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    test_fraction: float = 0.5
-    validation_fraction: float = 0.3
-    pair_policy: str = "model"
-    epochs: int = 6
-    warmup_steps: int | None = None  # None: the trainer's default (a fraction of the run)
-    learning_rate: float | None = None  # None: the trainer's (relative) default
-    batch_size: int | None = None  # None: the trainer's default
-    early_stopping_patience: int | None = 2  # the best-validation vector is kept anyway
-    multiplier: float | str = "auto"  # a number, or "auto": chosen on validation
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    max_questions: int | None = None  # per country; None: all
-    shared_lower: bool = True  # False: score every condition with a full forward (oracle)
-    model: str = "default"
-    sae: str = "default"
-    layer: int | None = None  # None: the SAE's own layer (its hook_layer)
-    seed: int = 0
-    retrain: bool = False
+    methods: tuple[str, ...] = config_field(
+        DEFAULT_METHODS, f"Comma-separated subset of {','.join(METHODS)}."
+    )
+    test_fraction: float = config_field(
+        0.5, "Share of each country's questions held out for the test."
+    )
+    validation_fraction: float = config_field(
+        0.3,
+        "Share of each country's training questions held out for early stopping "
+        "and for choosing λ.",
+    )
+    pair_policy: str = config_field(
+        "model",
+        "Rejected answer of each training pair: model (the model's own preferred wrong "
+        "option) | western | other_country | all.",
+    )
+    training: PreferenceConfig = nested_config(
+        comparison_training,
+        "Trainer settings of YaPO and BiPO (their seed also draws the split); CAA and "
+        "SAS take the trainer's defaults.",
+    )
+    multiplier: float | str = config_field(
+        "auto", "λ at evaluation: a number, or 'auto' (chosen on validation questions)."
+    )
+    selection: SelectionConfig = nested_config(
+        SelectionConfig, "How 'auto' chooses each vector's λ on validation questions."
+    )
+    max_questions: int | None = config_field(
+        None, "Use only the first N questions of each country."
+    )
+    shared_lower: bool = config_field(
+        True,
+        "Score the conditions from one shared pass of the blocks below the vectors' "
+        "layer (False: a full forward each, the oracle).",
+    )
+    model: str = config_field("default", "Hub id, local folder, .gguf file, or 'default'.")
+    sae: str = config_field("default", "SAE reference (default: the shipped one).")
+    layer: int | None = config_field(None, "Steering layer (default: the SAE's layer).")
+    retrain: bool = config_field(
+        False, "Retrain even where a finished run with the same settings exists."
+    )
 
     def validate(self) -> None:
         check_methods(self.methods)
@@ -107,10 +150,19 @@ class CompareConfig:
             raise YapoError(
                 f"pair_policy must be one of {', '.join(POLICIES)}, got {self.pair_policy!r}"
             )
-        if self.epochs < 1:
-            raise YapoError(f"epochs must be at least 1, got {self.epochs}")
+        self._validate_training()
         if self.max_questions is not None and self.max_questions < 2:
             raise YapoError("max_questions must be at least 2 (one to train, one to test)")
+
+    def _validate_training(self) -> None:
+        """The trainer's own checks, and the objective left to the method names."""
+        self.training.validate()
+        default = PreferenceConfig().objective
+        if self.training.objective != default:
+            raise YapoError(
+                f"a comparison names the objective in the method (e.g. yapo-reps), so "
+                f"training.objective must stay {default!r}, got {self.training.objective!r}"
+            )
 
 
 @dataclass
@@ -259,11 +311,12 @@ def _split(country: str, chosen: list[CulturalMCQ], settings: CompareConfig) -> 
     if settings.max_questions is not None:
         keep = set(question_ids[: settings.max_questions])
         chosen = [item for item in chosen if item.question_id in keep]
-    train_items, test_items = split_by_question(chosen, settings.test_fraction, settings.seed)
+    seed = settings.training.seed
+    train_items, test_items = split_by_question(chosen, settings.test_fraction, seed)
     fit_items, validation_items = train_items, list[CulturalMCQ]()
     if settings.validation_fraction > 0:
         fit_items, validation_items = split_by_question(
-            train_items, settings.validation_fraction, settings.seed
+            train_items, settings.validation_fraction, seed
         )
     if settings.multiplier == "auto" and not validation_items:
         raise YapoError(
@@ -524,16 +577,20 @@ def _digest(pairs: Sequence[PreferencePair]) -> str:
     return digest.hexdigest()
 
 
-def _preference_settings(settings: CompareConfig) -> dict[str, Any]:
-    """The training settings compare passes to YaPO/BiPO (unset ones: trainer defaults)."""
-    chosen = {
-        "epochs": settings.epochs,
-        "warmup_steps": settings.warmup_steps,
-        "learning_rate": settings.learning_rate,
-        "batch_size": settings.batch_size,
-        "early_stopping_patience": settings.early_stopping_patience,
+def _training_record(training: PreferenceConfig) -> dict[str, Any]:
+    """What a run's key records of its training settings: seed, epochs and every change.
+
+    Seed and epochs always, any other setting only where it differs from the trainer's
+    default: the same record the comparison wrote when it passed just the settings it
+    had changed, so a folder trained before reads as unchanged and is reused.
+    """
+    defaults = PreferenceConfig().to_json()
+    changed = {
+        name: value
+        for name, value in training.to_json().items()
+        if name not in ("seed", "epochs") and value != defaults[name]
     }
-    return {"seed": settings.seed, **{k: v for k, v in chosen.items() if v is not None}}
+    return {"seed": training.seed, "epochs": training.epochs, **changed}
 
 
 def _training_key(
@@ -550,7 +607,7 @@ def _training_key(
     if spec.optimized:
         key.update(
             validation_pairs=_digest(validation_pairs),
-            training=_preference_settings(settings),
+            training=_training_record(settings.training),
         )
     if spec.needs_sae and sae is not None:
         key["sae_checksum"] = sae.checksum()
@@ -593,7 +650,7 @@ def _train(
     spec = method_spec(method)
     extra: dict[str, Any] = {}
     if spec.optimized:
-        extra = _preference_settings(settings)
+        extra["config"] = settings.training
         if validation_pairs:
             extra["eval_data"] = list(validation_pairs)
     result = train(
@@ -615,5 +672,6 @@ def _train(
 def _settings_json(settings: CompareConfig) -> dict[str, Any]:
     data = asdict(settings)
     data["methods"] = list(settings.methods)
+    data["training"] = settings.training.to_json()
     data["selection"] = settings.selection.to_json()
     return data

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yapo._config import config_field
 from yapo._io import write_json
-from yapo.compare import CompareConfig
+from yapo.compare import CompareConfig, comparison_training
 from yapo.errors import YapoError
 from yapo.evaluate.selection import SelectionConfig
 
@@ -35,20 +36,23 @@ class DemoConfig(CompareConfig):
     its languages; the defaults aim at ten minutes on two idle CPU cores.
 
     Most of a training step on the default model is the LM head over Gemma 3's 262k-token
-    vocabulary, so YaPO and BiPO get 4 epochs; ``max_questions`` limits the questions
+    vocabulary, so YaPO and BiPO get the comparison's short run
+    (:func:`~yapo.compare.comparison_training`); ``max_questions`` limits the questions
     (half are held out, each in both languages and both forms). The demo always trains
     afresh (``retrain``).
     """
 
-    country: str = "Egypt"
-    languages: tuple[str, ...] = ("en", "ar")
-    retrain: bool = True
+    country: str = config_field("Egypt", "Egypt, Morocco, Mexico or Spain.")
+    languages: tuple[str, ...] = config_field(
+        ("en", "ar"), "Languages of the country's questions to use, e.g. en,ar."
+    )
+    retrain: bool = config_field(True, "Train every vector afresh (the demo never reuses runs).")
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """The reduced run for CI: a few questions, one epoch, a two-point λ grid."""
         base: dict[str, Any] = {
-            "epochs": 1,
+            "training": comparison_training(epochs=1),
             "max_questions": 6,
             "selection": SelectionConfig(
                 multipliers=(1.0, 4.0), fluency_prompts=1, fluency_tokens=8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -19,27 +20,29 @@ from yapo.cli.options import (
     SelectGridOption,
     SelectMetricOption,
     StrictOption,
+    config_help,
     parse_multiplier,
     selection_config,
 )
-from yapo.compare import CompareConfig
+from yapo.compare import CompareConfig, comparison_training
 from yapo.demo import DemoConfig
-from yapo.methods.registry import METHODS, parse_methods
+from yapo.methods.registry import parse_methods
 
-COMPARE = CompareConfig()  # the one home of the compare defaults
+COMPARE = CompareConfig()  # the one home of the compare defaults and their help
 DEMO = DemoConfig()  # and of the demo ones
-MethodsOption = Annotated[str, typer.Option(help=f"Comma-separated subset of {','.join(METHODS)}.")]
+TRAINING = COMPARE.training  # the comparison's training defaults
+
+
+def _help(name: str) -> str:
+    return config_help(CompareConfig, name)
+
+
+MethodsOption = Annotated[str, typer.Option(help=_help("methods"))]
 COMPARE_METHODS_TEXT = ",".join(COMPARE.methods)
 DEMO_METHODS_TEXT = ",".join(DEMO.methods)
-CompareSaeOption = Annotated[str, typer.Option(help="SAE reference (default: the shipped one).")]
-LayerOption = Annotated[int | None, typer.Option(help="Steering layer (default: the SAE's layer).")]
-PairPolicyOption = Annotated[
-    str,
-    typer.Option(
-        help="Rejected answer of each training pair: model (the model's own preferred wrong "
-        "option) | western | other_country | all."
-    ),
-]
+CompareSaeOption = Annotated[str, typer.Option(help=_help("sae"))]
+LayerOption = Annotated[int | None, typer.Option(help=_help("layer"))]
+PairPolicyOption = Annotated[str, typer.Option(help=_help("pair_policy"))]
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +54,7 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Folder for runs, evaluation and report.")] = Path(
         "runs/demo"
     ),
-    country: Annotated[str, typer.Option(help="Egypt, Morocco, Mexico or Spain.")] = DEMO.country,
+    country: Annotated[str, typer.Option(help=config_help(DemoConfig, "country"))] = DEMO.country,
     languages: Annotated[
         str | None, typer.Option(help="Comma-separated, e.g. en,ar (default: both).")
     ] = None,
@@ -96,11 +99,11 @@ def demo_command(
         overrides["selection"] = selection_config(
             select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
         )
-    if epochs is not None:
-        overrides["epochs"] = epochs
     if questions is not None:
         overrides["max_questions"] = questions or None
     settings = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)  # type: ignore[arg-type]
+    if epochs is not None:
+        settings.training = replace(settings.training, epochs=epochs)
     settings.validate()
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
@@ -123,34 +126,31 @@ def compare_command(
     ] = None,
     methods: MethodsOption = COMPARE_METHODS_TEXT,
     test_fraction: Annotated[
-        float, typer.Option(help="Share of each country's questions held out for the test.")
+        float, typer.Option(help=_help("test_fraction"))
     ] = COMPARE.test_fraction,
     validation_fraction: Annotated[
-        float,
-        typer.Option(
-            help="Share of each country's training questions held out for early stopping "
-            "and for choosing λ."
-        ),
+        float, typer.Option(help=_help("validation_fraction"))
     ] = COMPARE.validation_fraction,
     questions: Annotated[
-        int | None, typer.Option(help="Use only the first N questions of each country.")
+        int | None, typer.Option(help=_help("max_questions"))
     ] = COMPARE.max_questions,
     pair_policy: PairPolicyOption = COMPARE.pair_policy,
-    epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = COMPARE.epochs,
+    # The training options say what the comparison does with them (YaPO and BiPO only);
+    # their defaults are the comparison's training config.
+    epochs: Annotated[int, typer.Option(help="Epochs for YaPO and BiPO.")] = TRAINING.epochs,
     lr: Annotated[
-        float | None,
-        typer.Option(help="Relative learning rate for YaPO and BiPO (default: the trainer's)."),
-    ] = COMPARE.learning_rate,
+        float, typer.Option(help="Relative learning rate for YaPO and BiPO.")
+    ] = TRAINING.learning_rate,
     warmup_steps: Annotated[
         int | None, typer.Option(help="Warm-up steps (default: a fraction of the run).")
-    ] = COMPARE.warmup_steps,
+    ] = TRAINING.warmup_steps,
     batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per step for YaPO and BiPO (default 4).")
-    ] = COMPARE.batch_size,
+        int, typer.Option(help="Pairs per step for YaPO and BiPO.")
+    ] = TRAINING.batch_size,
     early_stopping_patience: Annotated[
         int | None,
         typer.Option(help="Stop YaPO/BiPO after N validation evaluations without improvement."),
-    ] = COMPARE.early_stopping_patience,
+    ] = TRAINING.early_stopping_patience,
     multiplier: MultiplierOption = str(COMPARE.multiplier),
     select_grid: SelectGridOption = DEFAULT_GRID,
     select_metric: SelectMetricOption = SELECTION.metric,
@@ -160,10 +160,8 @@ def compare_command(
     model: ModelOption = COMPARE.model,
     sae: CompareSaeOption = COMPARE.sae,
     layer: LayerOption = COMPARE.layer,
-    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = COMPARE.seed,
-    retrain: Annotated[
-        bool, typer.Option(help="Retrain even where a finished run with the same settings exists.")
-    ] = COMPARE.retrain,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = TRAINING.seed,
+    retrain: Annotated[bool, typer.Option(help=_help("retrain"))] = COMPARE.retrain,
     strict: StrictOption = True,
     no_cache: NoCacheOption = not COMPARE.shared_lower,
 ) -> None:
@@ -177,11 +175,14 @@ def compare_command(
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
         pair_policy=pair_policy,
-        epochs=epochs,
-        warmup_steps=warmup_steps,
-        learning_rate=lr,
-        batch_size=batch_size,
-        early_stopping_patience=early_stopping_patience,
+        training=comparison_training(
+            epochs=epochs,
+            warmup_steps=warmup_steps,
+            learning_rate=lr,
+            batch_size=batch_size,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+        ),
         multiplier=parse_multiplier(multiplier),
         selection=selection_config(
             select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
@@ -191,7 +192,6 @@ def compare_command(
         model=model,
         sae=sae,
         layer=layer,
-        seed=seed,
         retrain=retrain,
     )
     settings.validate()

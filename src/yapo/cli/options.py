@@ -16,9 +16,18 @@ from typing import Annotated, Any
 import typer
 
 from yapo.errors import YapoError
-from yapo.evaluate.selection import SELECTION_METRICS, SelectionConfig
+from yapo.evaluate.selection import SelectionConfig
 
 SELECTION = SelectionConfig()  # the one home of the selection defaults
+
+
+def config_help(config: type[Any], name: str) -> str:
+    """The help text a config dataclass declares for field ``name`` (its metadata)."""
+    for item in fields(config):
+        if item.name == name:
+            return str(item.metadata["help"])
+    raise KeyError(f"{config.__name__} has no field {name!r}")
+
 
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'default'.")
@@ -64,25 +73,13 @@ MultiplierOption = Annotated[
         "questions from --select-grid, by --select-metric, within the fluency limits).",
     ),
 ]
-SelectGridOption = Annotated[
-    str, typer.Option(help="λ grid that --multiplier auto chooses from (comma-separated).")
-]
-SelectMetricOption = Annotated[
-    str, typer.Option(help=f"Metric --multiplier auto maximises: {' | '.join(SELECTION_METRICS)}.")
-]
+SelectGridOption = Annotated[str, typer.Option(help=config_help(SelectionConfig, "multipliers"))]
+SelectMetricOption = Annotated[str, typer.Option(help=config_help(SelectionConfig, "metric"))]
 MaxNllIncreaseOption = Annotated[
-    float | None,
-    typer.Option(
-        help="Fluency limit: largest rise of the unsteered model's NLL per token of steered "
-        "generations over its own (nats; negative: no limit)."
-    ),
+    float | None, typer.Option(help=config_help(SelectionConfig, "max_nll_increase"))
 ]
 MaxRepetitionOption = Annotated[
-    float | None,
-    typer.Option(
-        help="Fluency limit: largest share of repeated 4-grams in steered generations "
-        "(negative: no limit)."
-    ),
+    float | None, typer.Option(help=config_help(SelectionConfig, "max_repetition"))
 ]
 NoCacheOption = Annotated[
     bool,
@@ -93,18 +90,10 @@ NoCacheOption = Annotated[
     ),
 ]
 FluencyPromptsOption = Annotated[
-    int, typer.Option(help="Validation prompts generated per λ to measure fluency (0: none).")
+    int, typer.Option(help=config_help(SelectionConfig, "fluency_prompts"))
 ]
 
 DEFAULT_GRID = _grid(SELECTION.multipliers)
-
-
-def config_help(config: type[Any], name: str) -> str:
-    """The help text a config dataclass declares for field ``name`` (its metadata)."""
-    for item in fields(config):
-        if item.name == name:
-            return str(item.metadata["help"])
-    raise KeyError(f"{config.__name__} has no field {name!r}")
 
 
 def parse_multiplier(text: str) -> float | str:

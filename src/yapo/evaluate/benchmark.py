@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from yapo._config import config_field
 from yapo._io import write_json, write_text
 from yapo._version import __version__
 from yapo.data.records import CulturalMCQ, OpenQuestion
@@ -124,12 +125,12 @@ def make_conditions(
 class MetricConfig:
     """How pairs are formed and how intervals are drawn (see :mod:`yapo.evaluate.metrics`)."""
 
-    unit: Unit = "country"
-    alpha: float = 1.0
-    eps: float = EPS
-    samples: int = DEFAULT_SAMPLES
-    confidence: float = DEFAULT_CONFIDENCE
-    seed: int = 0
+    unit: Unit = config_field("country", "RCA/PNLG pairs: country | item.")
+    alpha: float = config_field(1.0, "PNLG's α in [0, 1].")
+    eps: float = config_field(EPS, "ε in the denominators of RCA and PNLG (no division by zero).")
+    samples: int = config_field(DEFAULT_SAMPLES, "Bootstrap samples for intervals (0: none).")
+    confidence: float = config_field(DEFAULT_CONFIDENCE, "Interval level.")
+    seed: int = config_field(0, "Bootstrap seed.")
 
     def summarize(self, pairs: Any) -> MetricsSummary:
         return summarize(

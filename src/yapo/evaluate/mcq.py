@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from yapo._config import config_field
 from yapo.data.prompts import answer_letter, format_mcq_prompt, format_prompt
 from yapo.data.records import SETTINGS, CulturalMCQ, Setting
 from yapo.errors import YapoError
@@ -52,15 +53,23 @@ CHOICE_FORMATS: tuple[ChoiceFormat, ...] = ("text", "letter", "letter_text")
 class McqConfig:
     """How MCQs are put to the model and scored."""
 
-    mode: McqMode = "loglik"
-    choices: ChoiceFormat = "text"
-    normalize: bool = False
-    chat: bool | Literal["auto"] = "auto"
-    batch_size: int = 16
-    max_new_tokens: int = 128
-    # Score several conditions from one pass of blocks 0..L (loglik only); False runs
-    # the whole model per condition (the oracle, ``--no-cache``).
-    shared_lower: bool = True
+    mode: McqMode = config_field(
+        "loglik", "MCQ scoring: loglik (base models) | generate (\\boxed{}, chat)."
+    )
+    choices: ChoiceFormat = config_field(
+        "text", "loglik continuation: text | letter | letter_text."
+    )
+    normalize: bool = config_field(False, "Length-normalize log-likelihoods (per-token mean).")
+    chat: bool | Literal["auto"] = config_field(
+        "auto", "Chat template: auto (when the tokenizer has one) | on | off."
+    )
+    batch_size: int = config_field(16, "Rows per forward pass / prompts per generate.")
+    max_new_tokens: int = config_field(128, "Tokens to generate (generate mode, answers).")
+    shared_lower: bool = config_field(
+        True,
+        "Score several conditions from one pass of blocks 0..L (loglik only); False runs "
+        "the whole model per condition (the oracle, --no-cache).",
+    )
 
     def validate(self) -> None:
         if self.mode not in MCQ_MODES:

@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import nn
 
+from yapo._config import config_field
 from yapo.data.records import CulturalMCQ
 from yapo.errors import YapoError
 from yapo.evaluate.benchmark import MetricConfig
@@ -52,12 +53,27 @@ def _quiet(_message: str) -> None:
 class SelectionConfig:
     """How λ is chosen on validation questions (see the module docstring)."""
 
-    multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-    metric: str = "mixed"
-    max_nll_increase: float | None = 1.0  # nats/token over the unsteered continuations
-    max_repetition: float | None = 0.5
-    fluency_prompts: int = 4
-    fluency_tokens: int = 24
+    multipliers: tuple[float, ...] = config_field(
+        (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+        "λ grid that --multiplier auto chooses from (comma-separated).",
+    )
+    metric: str = config_field(
+        "mixed", f"Metric --multiplier auto maximises: {' | '.join(SELECTION_METRICS)}."
+    )
+    max_nll_increase: float | None = config_field(
+        1.0,
+        "Fluency limit: largest rise of the unsteered model's NLL per token of steered "
+        "generations over its own (nats; negative: no limit).",
+    )
+    max_repetition: float | None = config_field(
+        0.5,
+        "Fluency limit: largest share of repeated 4-grams in steered generations "
+        "(negative: no limit).",
+    )
+    fluency_prompts: int = config_field(
+        4, "Validation prompts generated per λ to measure fluency (0: none)."
+    )
+    fluency_tokens: int = config_field(24, "Tokens generated per validation prompt for fluency.")
 
     def __post_init__(self) -> None:
         self.multipliers = tuple(float(m) for m in self.multipliers)

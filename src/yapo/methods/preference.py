@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from yapo._config import config_field
 from yapo._finite import finite_problem
 from yapo.errors import YapoError
 from yapo.intervene import LayerSplit, add_to_layer, input_device
@@ -63,16 +64,6 @@ class TrainingDiverged(YapoError):
     """The loss or the gradient became NaN or infinite."""
 
 
-def _setting(default: Any, help: str) -> Any:
-    """A config field with its default and the help text the CLI shows for it.
-
-    The dataclass is the one home of both: ``yapo train`` reads them from here
-    (:func:`yapo.cli.options.config_help`), so a default or its explanation changes in
-    one place.
-    """
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class PreferenceConfig:
     """Every setting of the preference trainer.
@@ -88,53 +79,55 @@ class PreferenceConfig:
     ``early_stopping_patience`` evaluations without improvement.
     """
 
-    beta: float = _setting(0.1, "DPO β.")
-    learning_rate: float = _setting(
+    beta: float = config_field(0.1, "DPO β.")
+    learning_rate: float = config_field(
         0.01,
         "Learning rate relative to the measured scale of what v steers "
         "(absolute with --lr-scale 1; the paper: --lr 5e-4 --lr-scale 1).",
     )
-    lr_scale: float | None = _setting(
+    lr_scale: float | None = config_field(
         None, "Scale --lr and --weight-decay are relative to (default: measured)."
     )
-    weight_decay: float = _setting(
+    weight_decay: float = config_field(
         0.0, "AdamW decay, relative like --lr (holds |v_i| near scale/wd)."
     )
-    adam_betas: tuple[float, float] = _setting((0.9, 0.999), "AdamW's β1, β2.")
-    adam_eps: float = _setting(1e-8, "AdamW's ε.")
-    warmup_steps: int | None = _setting(
+    adam_betas: tuple[float, float] = config_field((0.9, 0.999), "AdamW's β1, β2.")
+    adam_eps: float = config_field(1e-8, "AdamW's ε.")
+    warmup_steps: int | None = config_field(
         None, "Warm-up steps (default: --warmup-fraction of the run)."
     )
-    warmup_fraction: float = _setting(0.1, "Warm-up as a fraction of the run's steps.")
-    schedule: str = _setting("cosine", "cosine | linear | constant | constant_with_warmup")
-    early_stopping_patience: int | None = _setting(
+    warmup_fraction: float = config_field(0.1, "Warm-up as a fraction of the run's steps.")
+    schedule: str = config_field("cosine", "cosine | linear | constant | constant_with_warmup")
+    early_stopping_patience: int | None = config_field(
         None, "Stop after N evaluations without a lower eval loss (needs eval data)."
     )
-    keep_best: bool = _setting(
+    keep_best: bool = config_field(
         True, "With eval data, keep the vector of the best eval loss (else the last)."
     )
-    max_grad_norm: float | None = _setting(1.0, "Gradient clipping (0: off).")
-    batch_size: int = _setting(4, "Pairs per optimizer step (global).")
-    epochs: int = _setting(20, "Passes over the training pairs.")
-    seed: int = _setting(0, "Seed of the directions drawn, the pair order and the split.")
-    multiplier: float = _setting(1.0, "Steering strength λ during training.")
-    bidirectional: bool = _setting(True, "False: d = +1 at every step.")
-    objective: str = _setting("bipo", "bipo (bi-directional DPO) | reps (RePS, reference-free).")
-    reps_factors: tuple[float, ...] = _setting(
+    max_grad_norm: float | None = config_field(1.0, "Gradient clipping (0: off).")
+    batch_size: int = config_field(4, "Pairs per optimizer step (global).")
+    epochs: int = config_field(20, "Passes over the training pairs.")
+    seed: int = config_field(0, "Seed of the directions drawn, the pair order and the split.")
+    multiplier: float = config_field(1.0, "Steering strength λ during training.")
+    bidirectional: bool = config_field(True, "False: d = +1 at every step.")
+    objective: str = config_field(
+        "bipo", "bipo (bi-directional DPO) | reps (RePS, reference-free)."
+    )
+    reps_factors: tuple[float, ...] = config_field(
         DEFAULT_REPS_FACTORS, "RePS: the factors α drawn per step (times λ)."
     )
-    max_prompt_length: int = _setting(512, "Most prompt tokens kept per pair.")
-    cache: bool = _setting(True, "False: the straightforward path (full forward every step).")
-    max_steps: int | None = _setting(None, "Stop after this many steps.")
-    eval_every: int | None = _setting(
+    max_prompt_length: int = config_field(512, "Most prompt tokens kept per pair.")
+    cache: bool = config_field(True, "False: the straightforward path (full forward every step).")
+    max_steps: int | None = config_field(None, "Stop after this many steps.")
+    eval_every: int | None = config_field(
         None, "Also evaluate every N steps (evaluation also runs after every epoch)."
     )
-    checkpoint_every: int | None = _setting(
+    checkpoint_every: int | None = config_field(
         None, "Also checkpoint every N steps (a checkpoint is also written every epoch)."
     )
-    cache_batch_size: int = _setting(8, "Pairs per forward pass when filling the cache.")
-    eval_batch_size: int = _setting(8, "Pairs per forward pass when evaluating.")
-    verify_split: bool = _setting(
+    cache_batch_size: int = config_field(8, "Pairs per forward pass when filling the cache.")
+    eval_batch_size: int = config_field(8, "Pairs per forward pass when evaluating.")
+    verify_split: bool = config_field(
         True, "Check the layer split against a full forward before training."
     )
 
