@@ -107,6 +107,11 @@ def config_help(config: type[Any], name: str) -> str:
     raise KeyError(f"{config.__name__} has no field {name!r}")
 
 
+def csv_items(text: str) -> list[str]:
+    """The non-blank, stripped parts of a comma-separated option (``"Spain, Mexico,"``)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def parse_multiplier(text: str) -> float | str:
     """``"auto"`` or a finite number, else a clear error."""
     import math
