@@ -270,3 +270,33 @@ def test_paper_dataset_from_a_local_dataset_folder_with_splits(tmp_path: Path) -
     assert data.mcq[1].metadata["split"] == "morocco"
     only, _ = load_paper_hub_dataset(folder, split="egypt")
     assert [m.country for m in only.mcq] == ["Egypt"] and len(only.pairs) == 4
+
+
+def test_filter_countries_keeps_order_and_names_what_is_missing() -> None:
+    from yapo.data.split import filter_countries
+
+    items = [
+        CulturalMCQ(**mcq(id=f"{country}-{n}", country=country))
+        for n, country in enumerate(["Spain", "Egypt", "Mexico", "Egypt", "Spain"])
+    ]
+    kept = filter_countries(items, ["Spain", "Egypt"])
+    assert [i.id for i in kept] == ["Spain-0", "Egypt-1", "Egypt-3", "Spain-4"]  # input order
+    assert filter_countries(items, None) == items and filter_countries(items, []) == items
+    with pytest.raises(YapoError) as refused:
+        filter_countries(items, ["Atlantis", "Egypt", "Lemuria"])
+    message = str(refused.value)
+    # the substrings `yapo eval` and `yapo compare`/`demo` users (and their tests) rely on
+    assert "no items for Atlantis, Lemuria" in message
+    assert "the data has no Atlantis, Lemuria; its countries: Egypt, Mexico, Spain" in message
+    with pytest.raises(YapoError, match="demo.jsonl has no Atlantis; its countries: Egypt"):
+        filter_countries(items[1:2], ["Atlantis"], source="demo.jsonl")
+    question = OpenQuestion(
+        id="q1-en",
+        question_id="q1",
+        language="en",
+        country="Egypt",
+        localized="What is eaten at breakfast in Egypt?",
+        nonlocalized="What is eaten at breakfast?",
+        reference="Ful and bread.",
+    )
+    assert filter_countries([question], ["Egypt"]) == [question]

@@ -42,6 +42,7 @@ from typing import Any
 from yapo._config import config_field, nested_config
 from yapo._io import write_json
 from yapo.data.records import CulturalMCQ, PreferencePair
+from yapo.data.split import filter_countries
 from yapo.errors import YapoError
 from yapo.evaluate.selection import SelectionConfig
 from yapo.methods.preference import PreferenceConfig
@@ -196,16 +197,11 @@ def select_items(
     Raises a :class:`YapoError` naming what the data does have when a requested country
     or language is missing, rather than silently comparing on nothing.
     """
-    present = sorted({item.country for item in items})
-    wanted = list(countries) if countries else present
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise YapoError(
-            f"the data has no {', '.join(missing)}; its countries: {', '.join(present)}"
-        )
+    kept = filter_countries(items, countries)
+    wanted = list(dict.fromkeys(countries)) if countries else sorted({i.country for i in kept})
     groups: dict[str, list[CulturalMCQ]] = {}
     for country in wanted:
-        chosen = [i for i in items if i.country == country]
+        chosen = [i for i in kept if i.country == country]
         if languages:
             have = sorted({i.language for i in chosen})
             chosen = [i for i in chosen if i.language in languages]

@@ -9,6 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
+from yapo.cli.inspect_options import (
+    InspectCompareOption,
+    InspectCoordinatesOption,
+    InspectCorpusOption,
+    InspectFieldOption,
+    InspectMaxDocumentsOption,
+    InspectModelOption,
+    InspectOutOption,
+    InspectSparsityOption,
+)
 from yapo.cli.options import (
     BatchOption,
     ChatOption,
@@ -19,8 +29,10 @@ from yapo.cli.options import (
     OutOption,
     SaeOption,
     ThreadsOption,
+    csv_items,
     parse_chat,
 )
+from yapo.data.split import filter_countries
 from yapo.errors import YapoError
 
 
@@ -128,12 +140,12 @@ def patch_command(
 
     _threads(threads)
     items = load_mcq_items(data, strict)
-    for attribute, wanted_text in (("country", countries), ("language", languages)):
-        if wanted_text:
-            wanted = {c.strip() for c in wanted_text.split(",") if c.strip()}
-            items = [item for item in items if getattr(item, attribute) in wanted]
-            if not items:
-                raise YapoError(f"no items with {attribute} in {sorted(wanted)} in {data}")
+    items = filter_countries(items, csv_items(countries) if countries else None, source=data)
+    if languages:
+        wanted = set(csv_items(languages))
+        items = [item for item in items if item.language in wanted]
+        if not items:
+            raise YapoError(f"no items with language in {sorted(wanted)} in {data}")
     items = _sample(items, limit, seed)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
     pairs = pairs_from_mcqs(
@@ -175,75 +187,38 @@ def inspect_command(
     vector: Annotated[Path, typer.Argument(help="Vector folder (or BiPO .pt file).")],
     top: Annotated[int, typer.Option(help="How many latents to list.")] = 20,
     sae: SaeOption = None,
-    corpus: Annotated[
-        list[Path] | None,
-        typer.Option(help="Text (one document per line) or JSONL/CSV files; repeatable."),
-    ] = None,
-    field: Annotated[
-        str | None, typer.Option(help="Column holding the text in table corpora.")
-    ] = None,
-    compare: Annotated[
-        Path | None, typer.Option(help="Another vector to compare feature by feature.")
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model for corpus contexts (default: the vector's)."),
-    ] = None,
+    corpus: InspectCorpusOption = None,
+    field: InspectFieldOption = None,
+    compare: InspectCompareOption = None,
+    model: InspectModelOption = None,
     layer: Annotated[int | None, typer.Option(help="Layer of a bare .pt vector.")] = None,
-    coordinates: Annotated[
-        str, typer.Option(help="Dense→SAE projection: signed | nnls | encoder.")
-    ] = "signed",
-    sparsity: Annotated[
-        float, typer.Option(help="L1 weight of the decoder fit, as a fraction of its maximum.")
-    ] = 0.01,
+    coordinates: InspectCoordinatesOption = "signed",
+    sparsity: InspectSparsityOption = 0.01,
     contexts: Annotated[int, typer.Option(help="Top contexts per latent.")] = 5,
     window: Annotated[int, typer.Option(help="Tokens shown each side of the peak.")] = 10,
-    max_documents: Annotated[
-        int | None, typer.Option(help="Use only the first N corpus documents.")
-    ] = None,
+    max_documents: InspectMaxDocumentsOption = None,
     max_length: Annotated[int, typer.Option(help="Truncate documents to N tokens.")] = 128,
     batch_size: BatchOption = 8,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write inspect.json and features.html here.")
-    ] = None,
+    out: InspectOutOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Top SAE latents of a vector, where they fire, and a comparison with another vector."""
-    from yapo._io import write_json, write_text
-    from yapo.analysis.features import inspect_vector, read_corpus, render_html
+    from yapo.analysis.features import inspect_vector
     from yapo.analysis.projection import COORDINATES
-    from yapo.sae import load_sae
-    from yapo.vectors import load_vector
 
     _threads(threads)
     if coordinates not in COORDINATES:
         raise YapoError(f"--coordinates must be one of {', '.join(COORDINATES)}")
-    sae_obj = load_sae(sae) if sae else None
-    main = load_vector(vector, sae=sae_obj, layer=layer)
-    if sae_obj is None:
-        sae_obj = getattr(main, "sae", None)
-    other = None
-    if compare is not None:
-        other = load_vector(compare, sae=sae_obj, layer=layer)
-        if sae_obj is None:
-            sae_obj = getattr(other, "sae", None)
-    documents = None
-    lm = tokenizer = None
+    main, other, sae_obj = _inspected_vectors(vector, compare, sae, layer)
+    documents = lm = tokenizer = None
     if corpus:
-        documents = read_corpus(corpus, field)
-        if max_documents is not None:
-            documents = documents[:max_documents]
-        from yapo.models import load_model
-
-        model_name = model or main.meta.model
-        if not model_name or model_name == "unknown":
-            raise YapoError("this vector does not name its model; pass --model")
-        lm, tokenizer = load_model(model_name, dtype=dtype, device=device)
+        documents, lm, tokenizer = _corpus_and_model(
+            corpus, field, max_documents, model or main.meta.model, dtype, device
+        )
         main.check_fits(lm)
-    names = _names(main, vector, other, compare)
     report = inspect_vector(
         main,
         sae_obj,
@@ -258,8 +233,59 @@ def inspect_command(
         batch_size=batch_size,
         max_length=max_length,
         compare=other,
-        names=names,
+        names=_names(main, vector, other, compare),
     )
+    _show_inspection(report, vector, out, as_json)
+
+
+def _inspected_vectors(
+    vector: Path, compare: Path | None, sae: str | None, layer: int | None
+) -> tuple[Any, Any, Any]:
+    """The vector, the one to compare it with (or None), and the SAE they are read in.
+
+    Without ``--sae`` the SAE is the one the first sparse vector names.
+    """
+    from yapo.sae import load_sae
+    from yapo.vectors import load_vector
+
+    sae_obj = load_sae(sae) if sae else None
+    main = load_vector(vector, sae=sae_obj, layer=layer)
+    if sae_obj is None:
+        sae_obj = getattr(main, "sae", None)
+    other = None
+    if compare is not None:
+        other = load_vector(compare, sae=sae_obj, layer=layer)
+        if sae_obj is None:
+            sae_obj = getattr(other, "sae", None)
+    return main, other, sae_obj
+
+
+def _corpus_and_model(
+    corpus: list[Path],
+    field: str | None,
+    max_documents: int | None,
+    model_name: str | None,
+    dtype: str | None,
+    device: str | None,
+) -> tuple[Any, Any, Any]:
+    """The corpus documents and the model that shows where the latents fire on them."""
+    from yapo.analysis.features import read_corpus
+    from yapo.models import load_model
+
+    documents = read_corpus(corpus, field)
+    if max_documents is not None:
+        documents = documents[:max_documents]
+    if not model_name or model_name == "unknown":
+        raise YapoError("this vector does not name its model; pass --model")
+    lm, tokenizer = load_model(model_name, dtype=dtype, device=device)
+    return documents, lm, tokenizer
+
+
+def _show_inspection(report: Any, vector: Path, out: Path | None, as_json: bool) -> None:
+    """Write OUT/inspect.json and features.html when asked; print JSON or the text table."""
+    from yapo._io import write_json, write_text
+    from yapo.analysis.features import render_html
+
     data = report.to_json()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

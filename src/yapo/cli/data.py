@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from yapo.data.split import Record
+from yapo.cli.options import csv_items
+from yapo.data.split import Record, filter_countries
 
 data_app = typer.Typer(
     name="data",
@@ -27,10 +28,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the report as JSON
 
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
-
-
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _check_kind(kind: str) -> None:
@@ -105,8 +102,8 @@ def convert_blend_command(
 
     items, blend_report = convert_blend(
         blend_dir,
-        _csv(countries),
-        languages=tuple(_csv(languages)),
+        csv_items(countries),
+        languages=tuple(csv_items(languages)),
         n_options=n_options,
         western=western,
         min_votes=min_votes,
@@ -149,10 +146,9 @@ def to_pairs_command(
     items, report = load_mcq(_mcq_source(mcq_file), format=format, split=split)
     if report.skipped:
         typer.echo(report.summary())
-    if countries:
-        items = [i for i in items if i.country in _csv(countries)]
+    items = filter_countries(items, csv_items(countries) if countries else None)
     if languages:
-        items = [i for i in items if i.language in _csv(languages)]
+        items = [i for i in items if i.language in csv_items(languages)]
     model_choices = None
     if policy == "model":
         from yapo.errors import YapoError
@@ -176,7 +172,7 @@ def to_pairs_command(
     pairs = mcq_to_preferences(
         items,
         policy=policy,  # type: ignore[arg-type]
-        settings=_csv(settings),  # type: ignore[arg-type]
+        settings=csv_items(settings),  # type: ignore[arg-type]
         style=style,  # type: ignore[arg-type]
         response=response,  # type: ignore[arg-type]
         model_choices=model_choices,
@@ -250,7 +246,7 @@ def convert_paper_command(
         source,
         split=split,
         format=format,
-        countries=_csv(countries) if countries else None,
+        countries=csv_items(countries) if countries else None,
         strict=False,
     )
     write_jsonl(out_dir / "mcq.jsonl", data.mcq)

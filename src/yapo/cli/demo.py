@@ -170,6 +170,44 @@ def compare_command(
     from yapo.compare import run_comparison
     from yapo.demo import parse_languages
 
+    selection = (select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts)
+    training = (epochs, warmup_steps, lr, batch_size, early_stopping_patience)
+    split = (test_fraction, validation_fraction, questions, seed)
+    steering = (model, sae, layer, multiplier, not no_cache)
+    settings = _compare_config(methods, pair_policy, split, training, steering, selection, retrain)
+    items, load_report = load_mcq_data(data, strict)
+    result = run_comparison(
+        items,
+        out,
+        settings,
+        countries=parse_languages(countries) if countries else None,
+        languages=parse_languages(languages) if languages else None,
+        log=lambda m: typer.echo(m, err=True),
+        extra_settings={"data": data, "load_report": load_report},
+    )
+    typer.echo(result.table)
+    typer.echo(f"comparison finished in {result.seconds:.0f} s; report: {result.report}")
+
+
+def _compare_config(
+    methods: str,
+    pair_policy: str,
+    split: tuple[float, float, int | None, int],
+    training: tuple[int, int | None, float | None, int | None, int | None],
+    steering: tuple[str, str, int | None, str, bool],
+    selection: tuple[str, str, float | None, float | None, int],
+    retrain: bool,
+) -> CompareConfig:
+    """The checked :class:`CompareConfig` of ``yapo compare``'s options, built in one place.
+
+    The options come grouped as the command passes them: ``split`` is (test fraction,
+    validation fraction, questions, seed), ``training`` (epochs, warm-up steps, lr, batch
+    size, patience), ``steering`` (model, SAE, layer, multiplier, shared lower pass) and
+    ``selection`` the λ-selection options of :func:`selection_config`.
+    """
+    test_fraction, validation_fraction, questions, seed = split
+    epochs, warmup_steps, lr, batch_size, early_stopping_patience = training
+    model, sae, layer, multiplier, shared_lower = steering
     settings = CompareConfig(
         methods=parse_methods(methods),
         test_fraction=test_fraction,
@@ -184,26 +222,13 @@ def compare_command(
             seed=seed,
         ),
         multiplier=parse_multiplier(multiplier),
-        selection=selection_config(
-            select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
-        ),
+        selection=selection_config(*selection),
         max_questions=questions,
-        shared_lower=not no_cache,
+        shared_lower=shared_lower,
         model=model,
         sae=sae,
         layer=layer,
         retrain=retrain,
     )
     settings.validate()
-    items, load_report = load_mcq_data(data, strict)
-    result = run_comparison(
-        items,
-        out,
-        settings,
-        countries=parse_languages(countries) if countries else None,
-        languages=parse_languages(languages) if languages else None,
-        log=lambda m: typer.echo(m, err=True),
-        extra_settings={"data": data, "load_report": load_report},
-    )
-    typer.echo(result.table)
-    typer.echo(f"comparison finished in {result.seconds:.0f} s; report: {result.report}")
+    return settings

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from yapo.cli.eval_options import (
+    AlphaOption,
+    BootstrapOption,
+    ChoicesOption,
+    ChooseOption,
+    ConfidenceOption,
+    CountriesOption,
+    DataOption,
+    DirectionOption,
+    JudgeCacheOption,
+    JudgeConcurrencyOption,
+    JudgeDeadlineOption,
+    JudgeLocalOption,
+    JudgeMaxFailuresOption,
+    JudgeModelOption,
+    JudgeRetriesOption,
+    JudgeTimeoutOption,
+    JudgeUrlOption,
+    LimitOption,
+    MaxNewOption,
+    ModeOption,
+    NoJudgeCacheOption,
+    NormalizeOption,
+    OpenDataOption,
+    SeedOption,
+    SweepMultipliersOption,
+    TaskOption,
+    UnitOption,
+    ValidationDataOption,
+    VectorOption,
+)
 from yapo.cli.options import (
     DEFAULT_GRID,
     SELECTION,
@@ -25,45 +57,13 @@ from yapo.cli.options import (
     SelectGridOption,
     SelectMetricOption,
     StrictOption,
+    csv_items,
     parse_chat,
     parse_multiplier,
     selection_config,
 )
+from yapo.data.split import filter_countries
 from yapo.errors import YapoError
-
-DataOption = Annotated[
-    str,
-    typer.Option(
-        "--data", "-d", help="Cultural MCQ file or dataset (JSONL/JSON/CSV/Parquet/HF), or 'demo'."
-    ),
-]
-VectorOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--vector",
-        help="Vector folder (or BiPO .pt) to compare; repeat for several; NAME=DIR names it.",
-    ),
-]
-DirectionOption = Annotated[int, typer.Option(help="+1 toward the behaviour, -1 away.")]
-ModeOption = Annotated[
-    str, typer.Option(help="MCQ scoring: loglik (base models) | generate (\\boxed{}, chat).")
-]
-ChoicesOption = Annotated[
-    str, typer.Option(help="loglik continuation: text | letter | letter_text.")
-]
-NormalizeOption = Annotated[
-    bool, typer.Option(help="Length-normalize log-likelihoods (per-token mean).")
-]
-MaxNewOption = Annotated[int, typer.Option(help="Tokens to generate (generate mode, answers).")]
-LimitOption = Annotated[int | None, typer.Option(help="Use only the first N items.")]
-CountriesOption = Annotated[
-    str | None, typer.Option(help="Comma-separated countries to keep (default: all).")
-]
-UnitOption = Annotated[str, typer.Option(help="RCA/PNLG pairs: country | item.")]
-AlphaOption = Annotated[float, typer.Option(help="PNLG's α in [0, 1].")]
-BootstrapOption = Annotated[int, typer.Option(help="Bootstrap samples for intervals (0: none).")]
-ConfidenceOption = Annotated[float, typer.Option(help="Interval level.")]
-SeedOption = Annotated[int, typer.Option(help="Bootstrap seed.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -77,15 +77,8 @@ def _log(message: str) -> None:
 
 
 def _select(records: list[Any], countries: str | None, limit: int | None) -> list[Any]:
-    if countries:
-        wanted = {c.strip() for c in countries.split(",") if c.strip()}
-        present = {r.country for r in records}
-        missing = sorted(wanted - present)
-        if missing:
-            raise YapoError(
-                f"no items for {', '.join(missing)}; the data has {', '.join(sorted(present))}"
-            )
-        records = [r for r in records if r.country in wanted]
+    """``--countries`` then ``--limit``: the first N items of the countries asked for."""
+    records = filter_countries(records, csv_items(countries) if countries else None)
     if limit is not None:
         if limit < 1:
             raise YapoError(f"--limit must be at least 1, got {limit}")
@@ -190,21 +183,22 @@ def _metric_options(unit: str, alpha: float, bootstrap: int, confidence: float, 
 
 
 def _judge(
-    judge_url: str | None,
-    judge_model: str | None,
-    judge_local: str | None,
-    concurrency: int,
-    retries: int,
+    judges: tuple[str | None, str | None, str | None],
+    limits: tuple[int, int, float, float | None],
     cache_path: Path | None,
     no_cache: bool,
     dtype: str | None,
     device: str | None,
-    timeout: float = 120.0,
-    deadline: float | None = None,
 ) -> Any:
+    """The judge ``(url, model, local)`` names (None: none), with its request ``limits``.
+
+    ``limits`` is ``(concurrency, retries, timeout, deadline)`` for an OpenAI-compatible one.
+    """
     from yapo.evaluate.judge import JudgeCache, LocalJudge, OpenAIJudge
     from yapo.models.loading import cache_dir
 
+    judge_url, judge_model, judge_local = judges
+    concurrency, retries, timeout, deadline = limits
     if judge_local and (judge_url or judge_model):
         raise YapoError("use either --judge-local or --judge-url/--judge-model, not both")
     if not (judge_local or judge_model):
@@ -236,13 +230,7 @@ def eval_command(
     data: DataOption = "",
     vector: VectorOption = None,
     multiplier: MultiplierOption = "1",
-    validation_data: Annotated[
-        str | None,
-        typer.Option(
-            help="Validation MCQs (never the test ones) on which --multiplier auto chooses "
-            "each vector's λ, e.g. a compare run's validation_items.jsonl."
-        ),
-    ] = None,
+    validation_data: ValidationDataOption = None,
     select_grid: SelectGridOption = DEFAULT_GRID,
     select_metric: SelectMetricOption = SELECTION.metric,
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
@@ -250,34 +238,17 @@ def eval_command(
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     direction: DirectionOption = 1,
     sae: SaeOption = None,
-    open_data: Annotated[
-        str | None, typer.Option(help="Open-ended questions (file/dataset) to generate and judge.")
-    ] = None,
-    judge_url: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp, OpenAI)."),
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option(help="Judge model name at that URL.")] = None,
-    judge_local: Annotated[
-        str | None, typer.Option(help="A local HF model (Hub id/folder) as the judge instead.")
-    ] = None,
-    judge_concurrency: Annotated[int, typer.Option(help="Judge requests in flight.")] = 4,
-    judge_retries: Annotated[int, typer.Option(help="Retries per judge request.")] = 3,
-    judge_timeout: Annotated[
-        float, typer.Option(help="Seconds one judge request may take.")
-    ] = 120.0,
-    judge_deadline: Annotated[
-        float | None,
-        typer.Option(help="Seconds all judging may take; later items fail at once."),
-    ] = None,
-    judge_max_failures: Annotated[
-        int | None,
-        typer.Option(help="Failed judgements tolerated before exit code 3 (default 0)."),
-    ] = 0,
-    judge_cache: Annotated[
-        Path | None, typer.Option(help="Judgement cache file (default: the yapo cache).")
-    ] = None,
-    no_judge_cache: Annotated[bool, typer.Option(help="Do not read or write the cache.")] = False,
+    open_data: OpenDataOption = None,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_local: JudgeLocalOption = None,
+    judge_concurrency: JudgeConcurrencyOption = 4,
+    judge_retries: JudgeRetriesOption = 3,
+    judge_timeout: JudgeTimeoutOption = 120.0,
+    judge_deadline: JudgeDeadlineOption = None,
+    judge_max_failures: JudgeMaxFailuresOption = 0,
+    judge_cache: JudgeCacheOption = None,
+    no_judge_cache: NoJudgeCacheOption = False,
     mode: ModeOption = "loglik",
     choices: ChoicesOption = "text",
     normalize: NormalizeOption = False,
@@ -294,45 +265,20 @@ def eval_command(
     dtype: DtypeOption = None,
     device: DeviceOption = None,
     strict: StrictOption = True,
-    task: Annotated[
-        str | None,
-        typer.Option(
-            help="A BiPO behaviour task (power-seeking, wealth-seeking, hallucination, "
-            "jailbreak) instead of cultural MCQs; --data is then BiPO's data folder. "
-            "Same as `yapo behaviour` at multipliers -λ, 0, +λ."
-        ),
-    ] = None,
+    task: TaskOption = None,
     no_cache: NoCacheOption = False,
 ) -> None:
     """Compare no steering and each vector on cultural MCQs (and open-ended questions)."""
-    from yapo.evaluate.benchmark import (
-        Condition,
-        make_conditions,
-        run_benchmark,
-        write_benchmark,
-    )
-    from yapo.evaluate.openended import OpenConfig
+    from yapo.evaluate.benchmark import make_conditions
     from yapo.models import load_model
 
+    judges = (judge_url, judge_model, judge_local)
     if task is not None:
+        behaviour = _behaviour_config(
+            vector, multiplier, direction, chat, batch_size, max_new_tokens, seed, no_cache
+        )
         _behaviour_task(
-            task,
-            out,
-            model,
-            data,
-            vector,
-            sae,
-            multiplier,
-            direction,
-            limit,
-            seed,
-            (judge_url, judge_model, judge_local),
-            max_new_tokens,
-            chat,
-            batch_size,
-            dtype,
-            device,
-            no_cache,
+            task, out, model, data, vector, sae, behaviour, limit, judges, dtype, device
         )
         return
     if not data and not open_data:
@@ -341,6 +287,49 @@ def eval_command(
         mode, choices, normalize, chat, batch_size, max_new_tokens, shared_lower=not no_cache
     )
     metrics = _metric_options(unit, alpha, bootstrap, confidence, seed)
+    items, questions, settings = _eval_data(model, data, open_data, countries, limit, strict)
+    limits = (judge_concurrency, judge_retries, judge_timeout, judge_deadline)
+    judge = _judge(judges, limits, judge_cache, no_judge_cache, dtype, device)
+    if questions and judge is None:
+        raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
+    strength = parse_multiplier(multiplier)
+    vectors = load_vectors(vector or [], sae)
+    grid = (select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts)
+    selection = selection_config(*grid) if strength == "auto" else None
+    _check_validation(strength, validation_data, vectors)
+    lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    open_config = _open_config(chat, batch_size, max_new_tokens)
+    scoring = _Scoring(mcq_config, metrics, direction, open_config)
+    if selection is None:
+        conditions = make_conditions(vectors, float(strength), direction)
+    else:
+        validation = _select(load_mcq_data(str(validation_data), strict)[0], countries, None)
+        conditions, settings["chosen_multipliers"] = _chosen_conditions(
+            lm, tokenizer, validation, vectors, selection, scoring, out
+        )
+    result = _benchmark(lm, tokenizer, conditions, items, questions, judge, scoring, settings)
+    _write_eval(result, out, judge_max_failures)
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """How every condition is scored: the λ selection and the evaluation share it."""
+
+    mcq: Any  # McqConfig and MetricConfig: imported lazily, so `yapo --help` needs no torch
+    metrics: Any
+    direction: int
+    open: Any = None  # OpenConfig: only the evaluation generates open-ended answers
+
+
+def _eval_data(
+    model: str,
+    data: str,
+    open_data: str | None,
+    countries: str | None,
+    limit: int | None,
+    strict: bool,
+) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """The MCQs and open questions ``eval`` scores, and the settings that record them."""
     settings: dict[str, Any] = {"model_name": model, "data": data or None, "open_data": open_data}
     items: list[Any] = []
     if data:
@@ -350,28 +339,14 @@ def eval_command(
     if open_data:
         questions, settings["open_load_report"] = load_open_data(open_data, strict)
         questions = _select(questions, countries, limit)
-    judge = _judge(
-        judge_url,
-        judge_model,
-        judge_local,
-        judge_concurrency,
-        judge_retries,
-        judge_cache,
-        no_judge_cache,
-        dtype,
-        device,
-        timeout=judge_timeout,
-        deadline=judge_deadline,
-    )
-    if questions and judge is None:
-        raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
-    strength = parse_multiplier(multiplier)
-    vectors = load_vectors(vector or [], sae)
-    selection = None
+    return items, questions, settings
+
+
+def _check_validation(
+    strength: float | str, validation_data: str | None, vectors: list[Any]
+) -> None:
+    """``--validation-data`` goes with ``--multiplier auto``, which needs vectors to tune."""
     if strength == "auto":
-        selection = selection_config(
-            select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts
-        )
         if not validation_data:
             raise YapoError(
                 "--multiplier auto chooses λ on validation questions: give --validation-data "
@@ -381,56 +356,107 @@ def eval_command(
             raise YapoError("--multiplier auto needs at least one --vector")
     elif validation_data:
         raise YapoError("--validation-data is used only with --multiplier auto")
-    lm, tokenizer = load_model(model, dtype=dtype, device=device)
-    if selection is not None:
-        from yapo.evaluate.selection import select_multipliers
-        from yapo.evaluate.sweep import write_sweep
 
-        assert validation_data is not None
-        validation, _ = load_mcq_data(validation_data, strict)
-        chosen = select_multipliers(
-            lm,
-            tokenizer,
-            _select(validation, countries, None),
-            vectors,
-            selection,
-            direction=direction,
-            mcq_config=mcq_config,
-            metrics=metrics,
-            log=_log,
-        )
-        write_sweep(chosen, Path(out) / "selection")
-        assert chosen.selection is not None
-        settings["chosen_multipliers"] = chosen.selection
-        conditions = make_conditions([], 0.0)
-        conditions += [
-            Condition(name, v, float(chosen.selection[name]["multiplier"]), direction, source)
-            for name, v, source in vectors
-        ]
-    else:
-        assert isinstance(strength, float)
-        conditions = make_conditions(vectors, strength, direction)
-    result = run_benchmark(
+
+def _chosen_conditions(
+    lm: Any,
+    tokenizer: Any,
+    validation: list[Any],
+    vectors: list[tuple[str, Any, str]],
+    selection: Any,
+    scoring: _Scoring,
+    out: Path,
+) -> tuple[list[Any], dict[str, Any]]:
+    """No steering plus each vector at the λ chosen on ``validation`` (written to OUT/selection)."""
+    from yapo.evaluate.benchmark import Condition, make_conditions
+    from yapo.evaluate.sweep import write_sweep
+
+    chosen = _choose(lm, tokenizer, validation, vectors, selection, scoring)
+    write_sweep(chosen, Path(out) / "selection")
+    assert chosen.selection is not None
+    conditions = make_conditions([], 0.0)
+    conditions += [
+        Condition(name, v, float(chosen.selection[name]["multiplier"]), scoring.direction, source)
+        for name, v, source in vectors
+    ]
+    return conditions, chosen.selection
+
+
+def _open_config(chat: str, batch_size: int, max_new_tokens: int) -> Any:
+    from yapo.evaluate.openended import OpenConfig
+
+    return OpenConfig(
+        chat=parse_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def _benchmark(
+    lm: Any,
+    tokenizer: Any,
+    conditions: list[Any],
+    items: list[Any],
+    questions: list[Any],
+    judge: Any,
+    scoring: _Scoring,
+    settings: dict[str, Any],
+) -> Any:
+    """Score every condition on the test MCQs and open questions (one benchmark result)."""
+    from yapo.evaluate.benchmark import run_benchmark
+
+    return run_benchmark(
         lm,
         tokenizer,
         conditions,
         mcq_items=items,
         open_questions=questions,
         judge=judge,
-        mcq_config=mcq_config,
-        open_config=OpenConfig(
-            chat=parse_chat(chat),  # type: ignore[arg-type]
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        ),
-        metrics=metrics,
+        mcq_config=scoring.mcq,
+        open_config=scoring.open,
+        metrics=scoring.metrics,
         settings=settings,
         log=_log,
     )
+
+
+def _write_eval(result: Any, out: Path, judge_max_failures: int | None) -> None:
+    """Write OUT/results.json and the tables, print them, and exit on judge failures."""
+    from yapo.evaluate.benchmark import write_benchmark
+
     folder = write_benchmark(result, out)
     typer.echo((folder / "tables.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {folder}/results.json, tables.md, tables.json", err=True)
     _judge_exit(result, judge_max_failures)
+
+
+def _behaviour_config(
+    vector: list[str] | None,
+    multiplier: str,
+    direction: int,
+    chat: str,
+    batch_size: int,
+    max_new_tokens: int,
+    seed: int,
+    no_cache: bool,
+) -> Any:
+    """``eval --task``'s settings: one vector, scored at -λ, 0 and +λ."""
+    from yapo.evaluate.behaviour import BehaviourConfig
+
+    if vector and len(vector) > 1:
+        raise YapoError("--task evaluates one vector at a time; give a single --vector")
+    fixed = parse_multiplier(multiplier)
+    if not isinstance(fixed, float):
+        raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
+    return BehaviourConfig(
+        multipliers=[-fixed, 0.0, fixed],
+        direction=direction,
+        chat=parse_chat(chat),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        shared_lower=not no_cache,
+    )
 
 
 def _behaviour_task(
@@ -440,37 +466,16 @@ def _behaviour_task(
     data: str,
     vector: list[str] | None,
     sae: str | None,
-    multiplier: str,
-    direction: int,
+    config: Any,
     limit: int | None,
-    seed: int,
     judge: tuple[str | None, str | None, str | None],
-    max_new_tokens: int,
-    chat: str,
-    batch_size: int,
     dtype: str | None,
     device: str | None,
-    no_cache: bool,
 ) -> None:
     """``eval --task``: the behaviour evaluation of ``yapo behaviour`` at -λ, 0, +λ."""
     from yapo.cli.analysis import run_behaviour_task
-    from yapo.evaluate.behaviour import BehaviourConfig
 
-    if vector and len(vector) > 1:
-        raise YapoError("--task evaluates one vector at a time; give a single --vector")
     path = Path(vector[0].split("=", 1)[-1]) if vector else None
-    fixed = parse_multiplier(multiplier)
-    if not isinstance(fixed, float):
-        raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
-    config = BehaviourConfig(
-        multipliers=[-fixed, 0.0, fixed],
-        direction=direction,
-        chat=parse_chat(chat),  # type: ignore[arg-type]
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        shared_lower=not no_cache,
-    )
     open_ended = bool(judge[0] or judge[2])  # a URL or a local judge: judged answers too
     data_path = Path(data) if data else None
     run_behaviour_task(
@@ -515,9 +520,7 @@ def sweep_command(
     model: ModelOption = "default",
     data: DataOption = "demo",
     vector: VectorOption = None,
-    multipliers: Annotated[
-        str, typer.Option(help="Comma-separated multipliers λ, e.g. -2,-1,0,1,2.")
-    ] = "-2,-1,0,1,2",
+    multipliers: SweepMultipliersOption = "-2,-1,0,1,2",
     direction: DirectionOption = 1,
     sae: SaeOption = None,
     mode: ModeOption = "loglik",
@@ -537,14 +540,7 @@ def sweep_command(
     device: DeviceOption = None,
     strict: StrictOption = True,
     no_cache: NoCacheOption = False,
-    choose: Annotated[
-        bool,
-        typer.Option(
-            "--choose",
-            help="Also measure fluency at each λ and choose each vector's λ, as "
-            "--multiplier auto does (run it on validation questions, never the test ones).",
-        ),
-    ] = False,
+    choose: ChooseOption = False,
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
@@ -577,21 +573,11 @@ def sweep_command(
     items = _select(items, countries, limit)
     vectors = load_vectors(vector, sae)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
+    settings = {"model_name": model, "data": data, "mcq_load_report": report}
+    scoring = _Scoring(mcq_config, metrics, direction)
     if selection is not None:
-        from yapo.evaluate.selection import select_multipliers
-
-        result = select_multipliers(
-            lm,
-            tokenizer,
-            items,
-            vectors,
-            selection,
-            direction=direction,
-            mcq_config=mcq_config,
-            metrics=metrics,
-            log=_log,
-        )
-        result.settings.update({"model_name": model, "data": data, "mcq_load_report": report})
+        result = _choose(lm, tokenizer, items, vectors, selection, scoring)
+        result.settings.update(settings)
     else:
         result = run_sweep(
             lm,
@@ -602,12 +588,36 @@ def sweep_command(
             direction=direction,
             mcq_config=mcq_config,
             metrics=metrics,
-            settings={"model_name": model, "data": data, "mcq_load_report": report},
+            settings=settings,
             log=_log,
         )
     folder = write_sweep(result, out)
     typer.echo((folder / "sweep.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {folder}/sweep.json, sweep.md, sweep.png", err=True)
+
+
+def _choose(
+    lm: Any,
+    tokenizer: Any,
+    items: list[Any],
+    vectors: list[tuple[str, Any, str]],
+    selection: Any,
+    scoring: _Scoring,
+) -> Any:
+    """``--choose`` and ``--multiplier auto``: fluency and scores per λ, each vector's λ."""
+    from yapo.evaluate.selection import select_multipliers
+
+    return select_multipliers(
+        lm,
+        tokenizer,
+        items,
+        vectors,
+        selection,
+        direction=scoring.direction,
+        mcq_config=scoring.mcq,
+        metrics=scoring.metrics,
+        log=_log,
+    )
 
 
 def report_command(

@@ -96,6 +96,11 @@ FluencyPromptsOption = Annotated[
 DEFAULT_GRID = _grid(SELECTION.multipliers)
 
 
+def csv_items(text: str) -> list[str]:
+    """The non-blank, stripped parts of a comma-separated option (``"Spain, Mexico,"``)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def parse_multiplier(text: str) -> float | str:
     """``"auto"`` or a finite number, else a clear error."""
     import math

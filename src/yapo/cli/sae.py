@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from yapo.cli.options import ModelOption
+from yapo.cli.sae_options import (
+    SaeActivationsOption,
+    SaeDeadTokensOption,
+    SaeDtypeOption,
+    SaeLayerOption,
+    SaeMaxTokensOption,
+    SaeSampleSeedsOption,
+    SaeSampleTokensOption,
+    SaeStreamOption,
+    SaeThresholdInitOption,
+)
 
 sae_app = typer.Typer(
     help="Train and evaluate sparse autoencoders on a model's residual stream.",
@@ -45,56 +56,31 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumes if it exists).")],
     corpus: CorpusOption = [],  # noqa: B006 - typer needs a literal default
     model: ModelOption = "default",
-    layer: Annotated[
-        int | None,
-        typer.Option(
-            help="Block whose output is encoded (default model: the shipped SAE's layer)."
-        ),
-    ] = None,
+    layer: SaeLayerOption = None,
     width: Annotated[int, typer.Option(help="Number of SAE latents (d_sae).")] = 4096,
     architecture: Annotated[str, typer.Option(help="jumprelu | topk")] = "jumprelu",
     k: Annotated[int, typer.Option(help="TopK: active latents per token.")] = 64,
     l0_coefficient: Annotated[float, typer.Option(help="JumpReLU: L0 penalty λ.")] = 1e-3,
-    threshold_init: Annotated[
-        float,
-        typer.Option(
-            help="JumpReLU: initial threshold θ (on unit-mean-square-norm inputs); raise it "
-            "if L0 starts far too high."
-        ),
-    ] = 1e-3,
+    threshold_init: SaeThresholdInitOption = 1e-3,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: epochs).")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the activations.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Activations per step.")] = 4096,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-4,
-    max_tokens: Annotated[
-        int | None, typer.Option(help="Stop extracting after this many activations.")
-    ] = None,
+    max_tokens: SaeMaxTokensOption = None,
     context_size: Annotated[int, typer.Option(help="Tokens per window (BOS included).")] = 256,
     model_batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
-    stream: Annotated[
-        bool, typer.Option(help="No disk cache: stream through a bounded shuffle buffer.")
-    ] = False,
+    stream: SaeStreamOption = False,
     buffer_size: Annotated[int, typer.Option(help="Shuffle buffer (activations).")] = 2**18,
-    activations: Annotated[
-        Path | None, typer.Option(help="Activation cache folder (default OUT/activations).")
-    ] = None,
-    sample_seeds: Annotated[
-        Path | None, typer.Option(help="Seed prompts, one per line, for the model's samples.")
-    ] = None,
-    sample_tokens: Annotated[
-        int, typer.Option(help="Add about this many tokens of the model's own samples.")
-    ] = 0,
+    activations: SaeActivationsOption = None,
+    sample_seeds: SaeSampleSeedsOption = None,
+    sample_tokens: SaeSampleTokensOption = 0,
     text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
-    dead_tokens: Annotated[
-        int, typer.Option(help="A latent silent for this many tokens counts as dead.")
-    ] = 1_000_000,
+    dead_tokens: SaeDeadTokensOption = 1_000_000,
     aux_k: Annotated[int, typer.Option(help="AuxK: dead latents used per token.")] = 256,
     seed: Annotated[int, typer.Option()] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
     save_dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16")] = "float32",
-    dtype: Annotated[
-        str | None, typer.Option(help="Model dtype for extraction (bfloat16 is fast on CPU).")
-    ] = None,
+    dtype: SaeDtypeOption = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -131,17 +117,18 @@ def train_command(
     )
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
     result = train_sae(lm, tokenizer, corpus, out, options, model_name=model, progress=progress)
-    typer.echo(
-        json.dumps(
-            {
-                "sae": str(out / "sae"),
-                "steps": result.steps,
-                "seconds": round(result.seconds, 1),
-                **result.final_metrics,
-            },
-            indent=2,
-        )
-    )
+    _print_trained(result, out)
+
+
+def _print_trained(result: Any, out: Path) -> None:
+    """Where the SAE went, its steps and time, and its final metrics (one JSON object)."""
+    summary = {
+        "sae": str(out / "sae"),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        **result.final_metrics,
+    }
+    typer.echo(json.dumps(summary, indent=2))
 
 
 @sae_app.command("eval")

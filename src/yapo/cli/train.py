@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,8 +16,31 @@ from yapo.cli.options import (
     ModelOption,
     StrictOption,
     ThreadsOption,
-    config_help,
     parse_chat,
+)
+from yapo.cli.train_options import (
+    BatchSizeOption,
+    CheckpointEveryOption,
+    EarlyStoppingPatienceOption,
+    EvalEveryOption,
+    EvalFractionOption,
+    KeepBestOption,
+    LayerOption,
+    LrOption,
+    LrScaleOption,
+    MaxGradNormOption,
+    MaxPromptLengthOption,
+    MaxStepsOption,
+    MinFrequencyOption,
+    OneDirectionOption,
+    TopKOption,
+    TrainMultiplierOption,
+    TrainNoCacheOption,
+    TrainSaeOption,
+    WarmupFractionOption,
+    WarmupStepsOption,
+    WeightDecayOption,
+    preference_help,
 )
 from yapo.methods.job import ContrastiveConfig
 from yapo.methods.preference import PreferenceConfig
@@ -25,10 +48,6 @@ from yapo.methods.registry import methods_help
 
 DEFAULTS = PreferenceConfig()  # the one home of every training default
 CONTRASTIVE = ContrastiveConfig()  # and of the CAA/SAS ones
-
-
-def _help(name: str) -> str:
-    return config_help(PreferenceConfig, name)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,66 +59,36 @@ def train_command(
     data: Annotated[str, typer.Option(help="Preference pairs: JSONL/CSV/Parquet/HF id/BiPO CSV.")],
     out: Annotated[Path, typer.Option(help="Run folder to write (config, metrics, vector).")],
     model: ModelOption = "default",
-    layer: Annotated[
-        int | None, typer.Option(help="Block whose output is steered (default: the SAE's layer).")
-    ] = None,
-    sae: Annotated[
-        str | None, typer.Option(help="SAE for yapo/sas (default model: the shipped SAE).")
-    ] = None,
+    layer: LayerOption = None,
+    sae: TrainSaeOption = None,
     eval_data: Annotated[str | None, typer.Option(help="Held-out pairs for eval loss.")] = None,
-    eval_fraction: Annotated[
-        float, typer.Option(help="Hold out this fraction of questions when no --eval-data.")
-    ] = 0.0,
+    eval_fraction: EvalFractionOption = 0.0,
     max_pairs: Annotated[int | None, typer.Option(help="Use only the first N pairs.")] = None,
     chat: ChatOption = "auto",
-    epochs: Annotated[int, typer.Option(help=_help("epochs"))] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help=_help("batch_size"))] = DEFAULTS.batch_size,
-    lr: Annotated[
-        float, typer.Option("--lr", help=_help("learning_rate"))
-    ] = DEFAULTS.learning_rate,
-    lr_scale: Annotated[float | None, typer.Option(help=_help("lr_scale"))] = DEFAULTS.lr_scale,
-    beta: Annotated[float, typer.Option(help=_help("beta"))] = DEFAULTS.beta,
-    weight_decay: Annotated[
-        float, typer.Option(help=_help("weight_decay"))
-    ] = DEFAULTS.weight_decay,
-    warmup_steps: Annotated[
-        int | None, typer.Option(help=_help("warmup_steps"))
-    ] = DEFAULTS.warmup_steps,
-    warmup_fraction: Annotated[
-        float, typer.Option(help=_help("warmup_fraction"))
-    ] = DEFAULTS.warmup_fraction,
-    schedule: Annotated[str, typer.Option(help=_help("schedule"))] = DEFAULTS.schedule,
-    max_grad_norm: Annotated[
-        float, typer.Option(help=_help("max_grad_norm"))
-    ] = DEFAULTS.max_grad_norm or 0.0,
-    multiplier: Annotated[float, typer.Option(help=_help("multiplier"))] = DEFAULTS.multiplier,
-    one_direction: Annotated[
-        bool, typer.Option("--one-direction", help="Always d = +1 (no bi-directional draw).")
-    ] = not DEFAULTS.bidirectional,
-    objective: Annotated[str, typer.Option(help=_help("objective"))] = DEFAULTS.objective,
-    seed: Annotated[int, typer.Option(help=_help("seed"))] = DEFAULTS.seed,
-    max_prompt_length: Annotated[
-        int, typer.Option(help=_help("max_prompt_length"))
-    ] = DEFAULTS.max_prompt_length,
-    max_steps: Annotated[int | None, typer.Option(help=_help("max_steps"))] = DEFAULTS.max_steps,
-    early_stopping_patience: Annotated[
-        int | None, typer.Option(help=_help("early_stopping_patience"))
-    ] = DEFAULTS.early_stopping_patience,
-    keep_best: Annotated[bool, typer.Option(help=_help("keep_best"))] = DEFAULTS.keep_best,
-    eval_every: Annotated[int | None, typer.Option(help=_help("eval_every"))] = DEFAULTS.eval_every,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help=_help("checkpoint_every"))
-    ] = DEFAULTS.checkpoint_every,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Straightforward path: full forward every step.")
-    ] = not DEFAULTS.cache,
+    epochs: Annotated[int, typer.Option(help=preference_help("epochs"))] = DEFAULTS.epochs,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    lr: LrOption = DEFAULTS.learning_rate,
+    lr_scale: LrScaleOption = DEFAULTS.lr_scale,
+    beta: Annotated[float, typer.Option(help=preference_help("beta"))] = DEFAULTS.beta,
+    weight_decay: WeightDecayOption = DEFAULTS.weight_decay,
+    warmup_steps: WarmupStepsOption = DEFAULTS.warmup_steps,
+    warmup_fraction: WarmupFractionOption = DEFAULTS.warmup_fraction,
+    schedule: Annotated[str, typer.Option(help=preference_help("schedule"))] = DEFAULTS.schedule,
+    max_grad_norm: MaxGradNormOption = DEFAULTS.max_grad_norm or 0.0,
+    multiplier: TrainMultiplierOption = DEFAULTS.multiplier,
+    one_direction: OneDirectionOption = not DEFAULTS.bidirectional,
+    objective: Annotated[str, typer.Option(help=preference_help("objective"))] = DEFAULTS.objective,
+    seed: Annotated[int, typer.Option(help=preference_help("seed"))] = DEFAULTS.seed,
+    max_prompt_length: MaxPromptLengthOption = DEFAULTS.max_prompt_length,
+    max_steps: MaxStepsOption = DEFAULTS.max_steps,
+    early_stopping_patience: EarlyStoppingPatienceOption = DEFAULTS.early_stopping_patience,
+    keep_best: KeepBestOption = DEFAULTS.keep_best,
+    eval_every: EvalEveryOption = DEFAULTS.eval_every,
+    checkpoint_every: CheckpointEveryOption = DEFAULTS.checkpoint_every,
+    no_cache: TrainNoCacheOption = not DEFAULTS.cache,
     position: Annotated[str, typer.Option(help="CAA/SAS answer position.")] = CONTRASTIVE.position,
-    min_frequency: Annotated[
-        float, typer.Option(help="SAS: minimum firing frequency.")
-    ] = CONTRASTIVE.min_frequency,
-    top_k: Annotated[
-        int, typer.Option(help="SAS: keep this many latents (0: all).")
-    ] = CONTRASTIVE.top_k or 0,
+    min_frequency: MinFrequencyOption = CONTRASTIVE.min_frequency,
+    top_k: TopKOption = CONTRASTIVE.top_k or 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     strict: StrictOption = True,
@@ -119,6 +108,11 @@ def train_command(
     from yapo.methods.api import train
 
     chat_mode = parse_chat(chat)
+    optimiser = (epochs, batch_size, lr, lr_scale, beta, weight_decay, max_grad_norm)
+    schedule_ = (warmup_steps, warmup_fraction, schedule, max_steps)
+    objective_ = (multiplier, one_direction, objective, seed, max_prompt_length)
+    stopping = (early_stopping_patience, keep_best, eval_every, checkpoint_every, no_cache)
+    config = _preference_config(optimiser, schedule_, objective_, stopping)
     if threads:
         torch.set_num_threads(threads)
     result = train(
@@ -141,32 +135,56 @@ def train_command(
         dtype=dtype,
         device=device,
         progress=progress,
-        config=PreferenceConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=lr,
-            lr_scale=lr_scale,
-            beta=beta,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            warmup_fraction=warmup_fraction,
-            early_stopping_patience=early_stopping_patience,
-            keep_best=keep_best,
-            schedule=schedule,
-            max_grad_norm=max_grad_norm or None,
-            multiplier=multiplier,
-            bidirectional=not one_direction,
-            objective=objective,
-            seed=seed,
-            max_prompt_length=max_prompt_length,
-            max_steps=max_steps,
-            eval_every=eval_every,
-            checkpoint_every=checkpoint_every,
-            cache=not no_cache,
-        ),
+        config=config,
     )
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # one summary per run, from the main process
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary per run, from the main process
+        _print_summary(result, out, method, as_json)
+
+
+def _preference_config(
+    optimiser: tuple[int, int, float, float | None, float, float, float],
+    schedule: tuple[int | None, float, str, int | None],
+    objective: tuple[float, bool, str, int, int],
+    stopping: tuple[int | None, bool, int | None, int | None, bool],
+) -> PreferenceConfig:
+    """The :class:`PreferenceConfig` of ``yapo train``'s options, grouped as the command has them.
+
+    ``optimiser``: epochs, batch size, lr, lr scale, β, weight decay, max grad norm (0: none);
+    ``schedule``: warm-up steps and fraction, schedule, max steps; ``objective``: multiplier,
+    one direction, objective, seed, max prompt length; ``stopping``: patience, keep best,
+    eval every, checkpoint every, no cache.
+    """
+    epochs, batch_size, lr, lr_scale, beta, weight_decay, max_grad_norm = optimiser
+    warmup_steps, warmup_fraction, schedule_name, max_steps = schedule
+    multiplier, one_direction, objective_name, seed, max_prompt_length = objective
+    early_stopping_patience, keep_best, eval_every, checkpoint_every, no_cache = stopping
+    return PreferenceConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        lr_scale=lr_scale,
+        beta=beta,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        warmup_fraction=warmup_fraction,
+        early_stopping_patience=early_stopping_patience,
+        keep_best=keep_best,
+        schedule=schedule_name,
+        max_grad_norm=max_grad_norm or None,
+        multiplier=multiplier,
+        bidirectional=not one_direction,
+        objective=objective_name,
+        seed=seed,
+        max_prompt_length=max_prompt_length,
+        max_steps=max_steps,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        cache=not no_cache,
+    )
+
+
+def _print_summary(result: Any, out: Path, method: str, as_json: bool) -> None:
+    """The run's folder, steps, final loss and vector size, as lines or one JSON object."""
     losses = result.losses()
     summary = {
         "run": str(result.run_folder),

@@ -23,6 +23,7 @@ from typing import Literal, TypeVar
 
 from yapo.data.cultural import load_mcq, load_open
 from yapo.data.records import CulturalMCQ, OpenQuestion
+from yapo.data.split import filter_countries
 from yapo.data.validation import LoadReport
 from yapo.errors import YapoError
 
@@ -47,18 +48,8 @@ Item = TypeVar("Item", CulturalMCQ, OpenQuestion)
 def _select(
     items: list[Item], countries: Sequence[str] | None, languages: Sequence[str] | None
 ) -> list[Item]:
-    unknown = sorted(set(countries or ()) - set(DEMO_COUNTRIES))
-    if unknown:
-        raise YapoError(
-            f"the demo dataset has no {', '.join(unknown)}; its countries: "
-            f"{', '.join(DEMO_COUNTRIES)}"
-        )
-    return [
-        item
-        for item in items
-        if (countries is None or item.country in countries)
-        and (languages is None or item.language in languages)
-    ]
+    items = filter_countries(items, countries, source="the demo dataset")
+    return [item for item in items if languages is None or item.language in languages]
 
 
 def load_demo_mcq(

@@ -49,3 +49,28 @@ def split_by_question(
     train = [r for r in records if question_key(r) not in test_keys]
     test = [r for r in records if question_key(r) in test_keys]
     return train, test
+
+
+Located = TypeVar("Located", CulturalMCQ, OpenQuestion)
+
+
+def filter_countries(
+    records: Sequence[Located], countries: Sequence[str] | None, *, source: str = "the data"
+) -> list[Located]:
+    """The records of ``countries`` (every record when none is asked for), in input order.
+
+    Every command that takes ``--countries`` filters through here, so a misspelled or
+    absent country stops the run with one message naming what ``source`` does have,
+    rather than silently evaluating, training or patching on fewer countries than asked.
+    """
+    if not countries:
+        return list(records)
+    present = sorted({record.country for record in records})
+    missing = [country for country in dict.fromkeys(countries) if country not in present]
+    if missing:
+        names = ", ".join(missing)
+        raise YapoError(
+            f"no items for {names}: {source} has no {names}; its countries: {', '.join(present)}"
+        )
+    wanted = set(countries)
+    return [record for record in records if record.country in wanted]
