@@ -390,21 +390,42 @@ def behaviour_command(
     no_cache: NoCacheOption = False,
 ) -> None:
     """BiPO's behaviour tasks: A/B accuracy across multipliers (and judged open-ended answers)."""
+    _threads(threads)
+    config = behaviour_config(
+        _float_list(multipliers, "--multipliers"),
+        direction,
+        chat,
+        batch_size,
+        max_new_tokens,
+        seed,
+        no_cache,
+    )
+    judge = (judge_url, judge_model, judge_local) if open_ended else None
+    run_behaviour_task(
+        task, data, out, model, vector, sae, layer, config, limit, judge, dtype, device
+    )
+
+
+def behaviour_config(
+    multipliers: list[float],
+    direction: int,
+    chat: str,
+    batch_size: int,
+    max_new_tokens: int,
+    seed: int,
+    no_cache: bool,
+) -> Any:
+    """The :class:`BehaviourConfig` of the behaviour options (``behaviour`` and ``eval --task``)."""
     from yapo.evaluate.behaviour import BehaviourConfig
 
-    _threads(threads)
-    config = BehaviourConfig(
-        multipliers=_float_list(multipliers, "--multipliers"),
+    return BehaviourConfig(
+        multipliers=multipliers,
         direction=direction,
         chat=parse_chat(chat),  # type: ignore[arg-type]
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         seed=seed,
         shared_lower=not no_cache,
-    )
-    judge = (judge_url, judge_model, judge_local) if open_ended else None
-    run_behaviour_task(
-        task, data, out, model, vector, sae, layer, config, limit, judge, dtype, device
     )
 
 

@@ -441,21 +441,15 @@ def _behaviour_config(
     no_cache: bool,
 ) -> Any:
     """``eval --task``'s settings: one vector, scored at -λ, 0 and +λ."""
-    from yapo.evaluate.behaviour import BehaviourConfig
+    from yapo.cli.analysis import behaviour_config
 
     if vector and len(vector) > 1:
         raise YapoError("--task evaluates one vector at a time; give a single --vector")
     fixed = parse_multiplier(multiplier)
     if not isinstance(fixed, float):
         raise YapoError("--task sweeps -λ, 0, +λ: give a number as --multiplier")
-    return BehaviourConfig(
-        multipliers=[-fixed, 0.0, fixed],
-        direction=direction,
-        chat=parse_chat(chat),  # type: ignore[arg-type]
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        shared_lower=not no_cache,
+    return behaviour_config(
+        [-fixed, 0.0, fixed], direction, chat, batch_size, max_new_tokens, seed, no_cache
     )
 
 
