@@ -233,7 +233,9 @@ def _read_parquet(path: Path) -> Table:
             f"reading {path} needs the optional package 'pyarrow' (pip install pyarrow)"
         ) from exc
     try:
-        arrow = pq.read_table(path)
+        # one thread: data files here are small, and Arrow's pool threads can outlive the
+        # read and abort the process at exit (apache/arrow#34314)
+        arrow = pq.read_table(path, use_threads=False)
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise YapoError(f"{path} is not a readable Parquet file: {exc}") from exc
     table = Table(source=str(path), columns=list(arrow.column_names))
