@@ -24,7 +24,7 @@ from yapo.evaluate.fluency import Fluency, repetition_rate
 from yapo.evaluate.mcq import mcq_text
 from yapo.evaluate.preferred import model_preferred_wrong
 from yapo.evaluate.scoring import encode_pair
-from yapo.evaluate.selection import SelectionConfig, _admissible, choose
+from yapo.evaluate.selection import SelectionConfig, _admissible, choice_order, choose
 
 
 def _items(n: int = 6, seed: int = 0) -> list[CulturalMCQ]:
@@ -254,6 +254,7 @@ def test_sweep_choose_writes_fluency_and_the_chosen_lambda(
             "--choose",
             "--fluency-prompts",
             "1",
+            "--fluency-every-point",
             "--out",
             str(out),
         ],
@@ -268,3 +269,63 @@ def test_sweep_choose_writes_fluency_and_the_chosen_lambda(
     assert [p["multiplier"] for p in points] == [0.0, 1.0, 4.0]
     assert all("fluency" in p for p in points)
     assert "chosen" in (out / "sweep.md").read_text()
+
+
+def test_the_first_admissible_point_of_the_choice_order_is_the_choice() -> None:
+    """The lazy scan's stopping rule, against :func:`choose` on fully measured curves."""
+    rng = random.Random(0)
+    grid = [-2.0, -1.0, 0.5, 1.0, 2.0, 4.0]
+    for _ in range(500):
+        points = [_point(0.0, rng.choice([0.2, 0.5]))]
+        for m in rng.sample(grid, rng.randrange(1, len(grid) + 1)):
+            points.append(_point(m, rng.choice([0.1, 0.3, 0.5]), rng.random() < 0.5))
+        chosen = choose(points, "mixed")
+        order = choice_order(points, "mixed")
+        assert sorted(order) == [i for i, p in enumerate(points) if p["multiplier"] != 0.0]
+        first = next((points[i] for i in order if points[i]["admissible"]), None)
+        if first is None:
+            assert chosen["admissible"] is False
+        else:
+            assert chosen["multiplier"] == first["multiplier"]
+
+
+@pytest.mark.parametrize("every_point", [False, True])
+def test_lazy_fluency_makes_the_same_choice_with_fewer_generations(
+    monkeypatch: pytest.MonkeyPatch, every_point: bool
+) -> None:
+    """Fluency is faked (λ 0.5, 1 and 16 fail the NLL limit); the sweep is real."""
+    from yapo.evaluate import selection as selection_module
+    from yapo.vectors import DenseVector
+
+    model, tokenizer = steerable_model(), make_tokenizer()
+    torch.manual_seed(0)
+    vector = DenseVector.create(torch.randn(32) * 4, model, 1, method="bipo")
+    calls: list[float] = []
+    failing = {0.5, 1.0, 16.0}
+
+    def fake_fluency(*_args: object, steer: object = None, **_kw: object) -> Fluency:
+        multiplier = 0.0 if steer is None else float(steer.multiplier)  # type: ignore[attr-defined]
+        calls.append(multiplier)
+        return Fluency(nll=2.0 + 3.0 * (multiplier in failing), repetition=0.0, empty=0, samples=[])
+
+    monkeypatch.setattr(selection_module, "measure_fluency", fake_fluency)
+    grid = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    config = SelectionConfig(multipliers=grid, fluency_prompts=1, fluency_every_point=every_point)
+    sweep = selection_module.select_multipliers(
+        model, tokenizer, _items(8), [("v", vector, None)], config
+    )
+    rows = [p.to_json() for p in sweep.methods["v"]]
+    admissible = {m: m not in failing for m in grid}
+    full = [{**r, "admissible": admissible.get(r["multiplier"], True)} for r in rows]
+    assert sweep.selection["v"]["multiplier"] == choose(full, "mixed")["multiplier"]
+    steered = [m for m in calls if m != 0.0]
+    assert sweep.selection["v"]["fluency_measured"] == len(steered)
+    if every_point:
+        assert sorted(steered) == list(grid)
+    else:  # stops at the first admissible point of the choice order
+        order = [rows[i]["multiplier"] for i in choice_order(rows, "mixed")]
+        stop = next(i for i, m in enumerate(order) if admissible[m])
+        assert steered == order[: stop + 1] and stop > 0  # some points were skipped
+        assert len(steered) < len(grid)
+        measured = [r for r in rows if "fluency" in r]
+        assert len(measured) == stop + 2  # and the unsteered reference

@@ -11,6 +11,7 @@ import typer
 from yapo.cli.options import (
     DEFAULT_GRID,
     SELECTION,
+    FluencyEveryPointOption,
     FluencyPromptsOption,
     MaxNllIncreaseOption,
     MaxRepetitionOption,
@@ -70,6 +71,7 @@ def demo_command(
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
     pair_policy: PairPolicyOption = DEMO.pair_policy,
     model: ModelOption = DEMO.model,
     sae: CompareSaeOption = DEMO.sae,
@@ -104,6 +106,8 @@ def demo_command(
     settings = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)  # type: ignore[arg-type]
     if epochs is not None:
         settings.training = replace(settings.training, epochs=epochs)
+    if fluency_every_point:
+        settings.selection = replace(settings.selection, fluency_every_point=True)
     settings.validate()
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
@@ -157,6 +161,7 @@ def compare_command(
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
     model: ModelOption = COMPARE.model,
     sae: CompareSaeOption = COMPARE.sae,
     layer: LayerOption = COMPARE.layer,
@@ -170,7 +175,14 @@ def compare_command(
     from yapo.compare import run_comparison
     from yapo.demo import parse_languages
 
-    selection = (select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts)
+    selection = (
+        select_grid,
+        select_metric,
+        max_nll_increase,
+        max_repetition,
+        fluency_prompts,
+        fluency_every_point,
+    )
     training = (epochs, warmup_steps, lr, batch_size, early_stopping_patience)
     split = (test_fraction, validation_fraction, questions, seed)
     steering = (model, sae, layer, multiplier, not no_cache)
@@ -195,7 +207,7 @@ def _compare_config(
     split: tuple[float, float, int | None, int],
     training: tuple[int, int | None, float | None, int | None, int | None],
     steering: tuple[str, str, int | None, str, bool],
-    selection: tuple[str, str, float | None, float | None, int],
+    selection: tuple[str, str, float | None, float | None, int, bool],
     retrain: bool,
 ) -> CompareConfig:
     """The checked :class:`CompareConfig` of ``yapo compare``'s options, built in one place.

@@ -46,6 +46,7 @@ from yapo.cli.options import (
     ChatOption,
     DeviceOption,
     DtypeOption,
+    FluencyEveryPointOption,
     FluencyPromptsOption,
     MaxNllIncreaseOption,
     MaxRepetitionOption,
@@ -236,6 +237,7 @@ def eval_command(
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
     direction: DirectionOption = 1,
     sae: SaeOption = None,
     open_data: OpenDataOption = None,
@@ -294,7 +296,14 @@ def eval_command(
         raise YapoError("--open-data needs a judge: --judge-url + --judge-model, or --judge-local")
     strength = parse_multiplier(multiplier)
     vectors = load_vectors(vector or [], sae)
-    grid = (select_grid, select_metric, max_nll_increase, max_repetition, fluency_prompts)
+    grid = (
+        select_grid,
+        select_metric,
+        max_nll_increase,
+        max_repetition,
+        fluency_prompts,
+        fluency_every_point,
+    )
     selection = selection_config(*grid) if strength == "auto" else None
     _check_validation(strength, validation_data, vectors)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
@@ -538,6 +547,7 @@ def sweep_command(
     max_nll_increase: MaxNllIncreaseOption = SELECTION.max_nll_increase,
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
+    fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
     select_metric: SelectMetricOption = SELECTION.metric,
 ) -> None:
     """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG).
@@ -556,6 +566,7 @@ def sweep_command(
             max_nll_increase,
             max_repetition,
             fluency_prompts,
+            fluency_every_point,
         )
     if not vector:
         raise YapoError("a sweep needs at least one --vector")

@@ -92,6 +92,9 @@ NoCacheOption = Annotated[
 FluencyPromptsOption = Annotated[
     int, typer.Option(help=config_help(SelectionConfig, "fluency_prompts"))
 ]
+FluencyEveryPointOption = Annotated[
+    bool, typer.Option(help=config_help(SelectionConfig, "fluency_every_point"))
+]
 
 DEFAULT_GRID = _grid(SELECTION.multipliers)
 
@@ -122,6 +125,7 @@ def selection_config(
     max_nll_increase: float | None,
     max_repetition: float | None,
     fluency_prompts: int,
+    fluency_every_point: bool = SELECTION.fluency_every_point,
 ) -> SelectionConfig:
     """A checked :class:`SelectionConfig` from the command-line options."""
     from yapo.evaluate.sweep import parse_multipliers
@@ -137,6 +141,7 @@ def selection_config(
         else max_repetition,
         fluency_prompts=fluency_prompts,
         fluency_tokens=SELECTION.fluency_tokens,
+        fluency_every_point=fluency_every_point,
     )
     config.validate()
     return config

@@ -17,6 +17,13 @@ scored on the rest) is what :func:`select_multipliers` does:
    |λ|, the gentler edit). If no λ is admissible the smallest |λ| of the grid is taken
    and the choice is marked ``admissible: false``.
 
+Fluency is generation, by far the dearest part, so by default it is measured lazily: the
+points are visited in the order the choice ranks them (:func:`choice_order`) and the scan
+stops at the first admissible one, which is exactly the point the full measurement would
+choose (every better-ranked point was measured and failed). On the runs of
+``benchmarks/results`` this measures 70 of 172 points. ``fluency_every_point`` measures
+all of them, for a report whose fluency panel shows the whole curve.
+
 The test questions are then scored once, at the chosen λ. The result is a sweep
 (:class:`~yapo.evaluate.sweep.SweepResult`) with fluency per point and the choice per
 vector, so reports show the validation curve, the fluency curve and the chosen λ.
@@ -37,7 +44,7 @@ from yapo.errors import YapoError
 from yapo.evaluate.benchmark import MetricConfig
 from yapo.evaluate.fluency import Fluency, measure_fluency
 from yapo.evaluate.mcq import McqConfig
-from yapo.evaluate.sweep import SweepResult, run_sweep
+from yapo.evaluate.sweep import SweepPoint, SweepResult, run_sweep
 from yapo.vectors.base import SteeringVector
 from yapo.vectors.steer import Steer
 
@@ -74,6 +81,11 @@ class SelectionConfig:
         4, "Validation prompts generated per λ to measure fluency (0: none)."
     )
     fluency_tokens: int = config_field(24, "Tokens generated per validation prompt for fluency.")
+    fluency_every_point: bool = config_field(
+        False,
+        "Measure fluency at every λ (the report's whole fluency curve) instead of only until "
+        "the choice is settled (the same choice, fewer generations).",
+    )
 
     def __post_init__(self) -> None:
         self.multipliers = tuple(float(m) for m in self.multipliers)
@@ -147,6 +159,11 @@ def _admissible(
     return True, None
 
 
+def _value(point: dict[str, Any], metric: str) -> float:
+    cell = point["overall"][metric].get("value")
+    return -math.inf if cell is None else float(cell)
+
+
 def choose(points: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
     """The chosen point of one vector's validation curve (admissible, best, gentlest)."""
     candidates = [p for p in points if p["multiplier"] != 0.0]
@@ -154,13 +171,19 @@ def choose(points: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
     if not admissible:
         gentlest = min(candidates, key=lambda p: abs(p["multiplier"]))
         return {"multiplier": gentlest["multiplier"], "admissible": False}
+    best = max(admissible, key=lambda p: (_value(p, metric), -abs(p["multiplier"])))
+    return {"multiplier": best["multiplier"], "admissible": True, "value": _value(best, metric)}
 
-    def value(point: dict[str, Any]) -> float:
-        cell = point["overall"][metric].get("value")
-        return -math.inf if cell is None else float(cell)
 
-    best = max(admissible, key=lambda p: (value(p), -abs(p["multiplier"])))
-    return {"multiplier": best["multiplier"], "admissible": True, "value": value(best)}
+def choice_order(points: Sequence[dict[str, Any]], metric: str) -> list[int]:
+    """Indices of the steered points, best-ranked first, as :func:`choose` ranks them.
+
+    Best metric first, ties to the smaller |λ|, exact ties in grid order (``max`` keeps the
+    first of equal keys, a stable sort too): so the first admissible point of this order
+    is the one :func:`choose` returns.
+    """
+    steered = [i for i, p in enumerate(points) if p["multiplier"] != 0.0]
+    return sorted(steered, key=lambda i: (-_value(points[i], metric), abs(points[i]["multiplier"])))
 
 
 def select_multipliers(
@@ -203,8 +226,8 @@ def select_multipliers(
     selection: dict[str, dict[str, Any]] = {}
     for name, vector, _ in vectors:
         points = sweep.methods[name]
-        rows = []
-        for point in points:
+
+        def measure(point: SweepPoint, vector: SteeringVector = vector) -> None:
             fluency = reference
             if reference is not None and point.multiplier != 0.0:
                 fluency = measure_fluency(
@@ -216,8 +239,20 @@ def select_multipliers(
                 )
             point.fluency = fluency
             point.admissible, point.excluded_because = _admissible(fluency, reference, config)
-            rows.append(point.to_json())
-        selection[name] = choose(rows, config.metric)
+
+        rows = [point.to_json() for point in points]
+        measured = [i for i, p in enumerate(points) if p.multiplier == 0.0]
+        for index in measured:
+            measure(points[index])
+        for index in choice_order(rows, config.metric):
+            measure(points[index])
+            measured.append(index)
+            if points[index].admissible and not config.fluency_every_point:
+                break  # every better-ranked point failed: this is the choice
+        rows = [point.to_json() for point in points]
+        selection[name] = choose([rows[i] for i in sorted(measured)], config.metric)
+        if reference is not None:
+            selection[name]["fluency_measured"] = len(measured) - 1
         log(
             f"[{name}] λ chosen on {len(items)} validation items: "
             f"{selection[name]['multiplier']:g}"
