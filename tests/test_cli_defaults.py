@@ -89,6 +89,8 @@ def test_compare_and_demo_options_default_to_the_compare_config() -> None:
         assert cli["max_nll_increase"] == selection.max_nll_increase
         assert cli["max_repetition"] == selection.max_repetition
         assert cli["fluency_prompts"] == selection.fluency_prompts
+        assert cli["fluency_every_point"] is selection.fluency_every_point
+        assert cli["allow_unsteered"] is selection.allow_unsteered
     assert _defaults(demo_command)["country"] == DemoConfig().country
     cli, config = _defaults(compare_command), CompareConfig()
     for name in ("test_fraction", "validation_fraction", "retrain"):
@@ -140,6 +142,8 @@ def test_compare_and_demo_help_is_the_configs_field_help() -> None:
         "max_nll_increase": "max_nll_increase",
         "max_repetition": "max_repetition",
         "fluency_prompts": "fluency_prompts",
+        "fluency_every_point": "fluency_every_point",
+        "allow_unsteered": "allow_unsteered",
     }
     from_compare = {name: name for name in ("methods", "pair_policy", "sae", "layer")}
     for command in (compare_command, demo_command):

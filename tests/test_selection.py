@@ -24,7 +24,7 @@ from yapo.evaluate.fluency import Fluency, repetition_rate
 from yapo.evaluate.mcq import mcq_text
 from yapo.evaluate.preferred import model_preferred_wrong
 from yapo.evaluate.scoring import encode_pair
-from yapo.evaluate.selection import SelectionConfig, _admissible, choice_order, choose
+from yapo.evaluate.selection import SelectionConfig, _admissible, choice_order, choose, scan
 
 
 def _items(n: int = 6, seed: int = 0) -> list[CulturalMCQ]:
@@ -329,3 +329,85 @@ def test_lazy_fluency_makes_the_same_choice_with_fewer_generations(
         assert len(steered) < len(grid)
         measured = [r for r in rows if "fluency" in r]
         assert len(measured) == stop + 2  # and the unsteered reference
+
+
+def test_allow_unsteered_chooses_no_steering_unless_a_fluent_lambda_beats_it() -> None:
+    points = [_point(0.0, 0.5), _point(1.0, 0.5), _point(2.0, 0.7, admissible=False)]
+    assert choose(points, "mixed")["multiplier"] == 1.0  # today: the best fluent λ
+    chosen = choose(points, "mixed", allow_unsteered=True)
+    assert chosen == {"multiplier": 0.0, "admissible": True, "value": 0.5, "unsteered": True}
+    points.append(_point(4.0, 0.6))
+    assert choose(points, "mixed", allow_unsteered=True)["multiplier"] == 4.0
+    none_fluent = [_point(0.0, 0.1), _point(1.0, 0.9, admissible=False)]
+    assert choose(none_fluent, "mixed", allow_unsteered=True)["multiplier"] == 0.0
+
+
+@pytest.mark.parametrize("allow_unsteered", [False, True])
+def test_the_lazy_scan_settles_the_same_choice_as_measuring_everything(
+    allow_unsteered: bool,
+) -> None:
+    """500 random curves: choose() on the scanned points == choose() on every point."""
+    rng = random.Random(1)
+    grid = [-2.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+    skipped = 0
+    for _ in range(500):
+        values = [rng.choice([0.1, 0.3, 0.5]) for _ in range(len(grid) + 1)]
+        fluent = [True] + [rng.random() < 0.5 for _ in grid]
+        points = [_point(m, v, f) for m, v, f in zip([0.0, *grid], values, fluent, strict=True)]
+        unmeasured = [{k: v for k, v in p.items() if k != "admissible"} for p in points]
+        for every_point in (False, True):
+            config = SelectionConfig(
+                fluency_every_point=every_point, allow_unsteered=allow_unsteered
+            )
+            measured = scan(unmeasured, config, fluent.__getitem__)
+            assert measured[0] == 0 and len(set(measured)) == len(measured)
+            if every_point:
+                assert sorted(measured) == list(range(len(points)))
+            skipped += len(points) - len(measured)
+            lazy = choose(
+                [points[i] for i in sorted(measured)], "mixed", allow_unsteered=allow_unsteered
+            )
+            full = choose(points, "mixed", allow_unsteered=allow_unsteered)
+            assert lazy == full
+    assert skipped > 0
+
+
+def test_compare_with_allow_unsteered_scores_a_declined_vector_as_no_steering(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    sae_dir = tmp_path / "sae"
+    make_sae("jumprelu").save(sae_dir)
+    items, _ = load_demo_mcq(countries=["Egypt"], languages=["en"])
+    selection = SelectionConfig(
+        multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4, allow_unsteered=True
+    )
+    settings = CompareConfig(
+        methods=("caa", "bipo"),
+        model=str(saved_model_dir),
+        sae=str(sae_dir),
+        layer=1,
+        max_questions=10,
+        training=comparison_training(epochs=1),
+        validation_fraction=0.4,
+        selection=selection,
+    )
+    run_comparison(items, tmp_path / "run", settings, log=lambda _: None)
+    sweep = json.loads((tmp_path / "run" / "Egypt" / "selection" / "sweep.json").read_text())
+    evaluated = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    used = {c["condition"]["name"]: c["condition"]["multiplier"] for c in evaluated["conditions"]}
+    predictions = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "eval" / "mcq_predictions.jsonl").read_text().splitlines()
+    ]
+    by_condition: dict[str, list[object]] = {}
+    for row in predictions:
+        by_condition.setdefault(row["condition"], []).append(
+            (row["id"], row["setting"], row["prediction"])
+        )
+    for name in ("caa", "bipo"):
+        points = sweep["methods"][name]["points"]
+        rows = [{**p, "admissible": p.get("admissible", True)} for p in points if "fluency" in p]
+        oracle = choose(rows, "mixed", allow_unsteered=True)
+        assert sweep["selection"][name]["multiplier"] == oracle["multiplier"] == used[name]
+        if oracle["multiplier"] == 0.0:
+            assert by_condition[name] == by_condition["no steering"]

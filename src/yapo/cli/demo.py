@@ -11,6 +11,7 @@ import typer
 from yapo.cli.options import (
     DEFAULT_GRID,
     SELECTION,
+    AllowUnsteeredOption,
     FluencyEveryPointOption,
     FluencyPromptsOption,
     MaxNllIncreaseOption,
@@ -72,6 +73,7 @@ def demo_command(
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
+    allow_unsteered: AllowUnsteeredOption = SELECTION.allow_unsteered,
     pair_policy: PairPolicyOption = DEMO.pair_policy,
     model: ModelOption = DEMO.model,
     sae: CompareSaeOption = DEMO.sae,
@@ -106,8 +108,12 @@ def demo_command(
     settings = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)  # type: ignore[arg-type]
     if epochs is not None:
         settings.training = replace(settings.training, epochs=epochs)
-    if fluency_every_point:
-        settings.selection = replace(settings.selection, fluency_every_point=True)
+    if fluency_every_point or allow_unsteered:
+        settings.selection = replace(
+            settings.selection,
+            fluency_every_point=fluency_every_point,
+            allow_unsteered=allow_unsteered,
+        )
     settings.validate()
     result = run_demo(out, settings, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table)
@@ -162,6 +168,7 @@ def compare_command(
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
+    allow_unsteered: AllowUnsteeredOption = SELECTION.allow_unsteered,
     model: ModelOption = COMPARE.model,
     sae: CompareSaeOption = COMPARE.sae,
     layer: LayerOption = COMPARE.layer,
@@ -182,6 +189,7 @@ def compare_command(
         max_repetition,
         fluency_prompts,
         fluency_every_point,
+        allow_unsteered,
     )
     training = (epochs, warmup_steps, lr, batch_size, early_stopping_patience)
     split = (test_fraction, validation_fraction, questions, seed)
@@ -207,7 +215,7 @@ def _compare_config(
     split: tuple[float, float, int | None, int],
     training: tuple[int, int | None, float | None, int | None, int | None],
     steering: tuple[str, str, int | None, str, bool],
-    selection: tuple[str, str, float | None, float | None, int, bool],
+    selection: tuple[str, str, float | None, float | None, int, bool, bool],
     retrain: bool,
 ) -> CompareConfig:
     """The checked :class:`CompareConfig` of ``yapo compare``'s options, built in one place.

@@ -42,6 +42,7 @@ from yapo.cli.eval_options import (
 from yapo.cli.options import (
     DEFAULT_GRID,
     SELECTION,
+    AllowUnsteeredOption,
     BatchOption,
     ChatOption,
     DeviceOption,
@@ -238,6 +239,7 @@ def eval_command(
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
+    allow_unsteered: AllowUnsteeredOption = SELECTION.allow_unsteered,
     direction: DirectionOption = 1,
     sae: SaeOption = None,
     open_data: OpenDataOption = None,
@@ -303,6 +305,7 @@ def eval_command(
         max_repetition,
         fluency_prompts,
         fluency_every_point,
+        allow_unsteered,
     )
     selection = selection_config(*grid) if strength == "auto" else None
     _check_validation(strength, validation_data, vectors)
@@ -548,6 +551,7 @@ def sweep_command(
     max_repetition: MaxRepetitionOption = SELECTION.max_repetition,
     fluency_prompts: FluencyPromptsOption = SELECTION.fluency_prompts,
     fluency_every_point: FluencyEveryPointOption = SELECTION.fluency_every_point,
+    allow_unsteered: AllowUnsteeredOption = SELECTION.allow_unsteered,
     select_metric: SelectMetricOption = SELECTION.metric,
 ) -> None:
     """MCQ accuracy, RCA and PNLG against the multiplier λ for each vector (JSON + PNG).
@@ -567,6 +571,7 @@ def sweep_command(
             max_repetition,
             fluency_prompts,
             fluency_every_point,
+            allow_unsteered,
         )
     if not vector:
         raise YapoError("a sweep needs at least one --vector")

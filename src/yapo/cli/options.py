@@ -95,6 +95,9 @@ FluencyPromptsOption = Annotated[
 FluencyEveryPointOption = Annotated[
     bool, typer.Option(help=config_help(SelectionConfig, "fluency_every_point"))
 ]
+AllowUnsteeredOption = Annotated[
+    bool, typer.Option(help=config_help(SelectionConfig, "allow_unsteered"))
+]
 
 DEFAULT_GRID = _grid(SELECTION.multipliers)
 
@@ -126,6 +129,7 @@ def selection_config(
     max_repetition: float | None,
     fluency_prompts: int,
     fluency_every_point: bool = SELECTION.fluency_every_point,
+    allow_unsteered: bool = SELECTION.allow_unsteered,
 ) -> SelectionConfig:
     """A checked :class:`SelectionConfig` from the command-line options."""
     from yapo.evaluate.sweep import parse_multipliers
@@ -142,6 +146,7 @@ def selection_config(
         fluency_prompts=fluency_prompts,
         fluency_tokens=SELECTION.fluency_tokens,
         fluency_every_point=fluency_every_point,
+        allow_unsteered=allow_unsteered,
     )
     config.validate()
     return config

@@ -17,6 +17,11 @@ scored on the rest) is what :func:`select_multipliers` does:
    |λ|, the gentler edit). If no λ is admissible the smallest |λ| of the grid is taken
    and the choice is marked ``admissible: false``.
 
+With ``allow_unsteered`` the unsteered model competes too: λ = 0 is chosen when no
+admissible λ scores strictly above it on validation (for a user who wants "steer only if
+it helps"; off by default, since on our validation sets of 12–29 questions the rule was
+not a clear gain: ``benchmarks/results/selection-fallback.md``).
+
 Fluency is generation, by far the dearest part, so by default it is measured lazily: the
 points are visited in the order the choice ranks them (:func:`choice_order`) and the scan
 stops at the first admissible one, which is exactly the point the full measurement would
@@ -81,6 +86,11 @@ class SelectionConfig:
         4, "Validation prompts generated per λ to measure fluency (0: none)."
     )
     fluency_tokens: int = config_field(24, "Tokens generated per validation prompt for fluency.")
+    allow_unsteered: bool = config_field(
+        False,
+        "Choose λ = 0 (no steering) when no fluent λ beats the unsteered model on the "
+        "validation questions, instead of the best (or gentlest) λ of the grid.",
+    )
     fluency_every_point: bool = config_field(
         False,
         "Measure fluency at every λ (the report's whole fluency curve) instead of only until "
@@ -164,14 +174,24 @@ def _value(point: dict[str, Any], metric: str) -> float:
     return -math.inf if cell is None else float(cell)
 
 
-def choose(points: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The chosen point of one vector's validation curve (admissible, best, gentlest)."""
+def choose(
+    points: Sequence[dict[str, Any]], metric: str, *, allow_unsteered: bool = False
+) -> dict[str, Any]:
+    """The chosen point of one vector's validation curve (admissible, best, gentlest).
+
+    With ``allow_unsteered`` the unsteered point (λ = 0) competes too: it is chosen when no
+    admissible λ scores strictly above it, marked ``unsteered: true``.
+    """
     candidates = [p for p in points if p["multiplier"] != 0.0]
     admissible = [p for p in candidates if p.get("admissible", True)]
-    if not admissible:
+    best = max(admissible, key=lambda p: (_value(p, metric), -abs(p["multiplier"])), default=None)
+    if allow_unsteered:
+        unsteered = [_value(p, metric) for p in points if p["multiplier"] == 0.0]
+        if unsteered and (best is None or not _value(best, metric) > unsteered[0]):
+            return {"multiplier": 0.0, "admissible": True, "value": unsteered[0], "unsteered": True}
+    if best is None:
         gentlest = min(candidates, key=lambda p: abs(p["multiplier"]))
         return {"multiplier": gentlest["multiplier"], "admissible": False}
-    best = max(admissible, key=lambda p: (_value(p, metric), -abs(p["multiplier"])))
     return {"multiplier": best["multiplier"], "admissible": True, "value": _value(best, metric)}
 
 
@@ -184,6 +204,33 @@ def choice_order(points: Sequence[dict[str, Any]], metric: str) -> list[int]:
     """
     steered = [i for i, p in enumerate(points) if p["multiplier"] != 0.0]
     return sorted(steered, key=lambda i: (-_value(points[i], metric), abs(points[i]["multiplier"])))
+
+
+def scan(
+    points: Sequence[dict[str, Any]], config: SelectionConfig, measure: Callable[[int], bool]
+) -> list[int]:
+    """Measure fluency where the choice needs it; the indices measured (λ = 0 first).
+
+    ``measure(i)`` measures point ``i`` and says whether it is admissible. The unsteered
+    point is always measured (it is the reference). Then the steered points are visited in
+    :func:`choice_order`; lazily (the default) the scan stops at the first admissible one,
+    or, with ``allow_unsteered``, at the first that does not beat no steering, since from
+    there on λ = 0 is the answer whatever the fluency. :func:`choose` on the measured points
+    then returns what it returns on every point measured.
+    """
+    measured = [i for i, p in enumerate(points) if p["multiplier"] == 0.0]
+    for index in measured:
+        measure(index)
+    floor = max((_value(points[i], config.metric) for i in measured), default=-math.inf)
+    lazy = not config.fluency_every_point
+    for index in choice_order(points, config.metric):
+        if lazy and config.allow_unsteered and not _value(points[index], config.metric) > floor:
+            break
+        admissible = measure(index)
+        measured.append(index)
+        if admissible and lazy:
+            break  # every better-ranked point was measured and failed: this is the choice
+    return measured
 
 
 def select_multipliers(
@@ -227,7 +274,10 @@ def select_multipliers(
     for name, vector, _ in vectors:
         points = sweep.methods[name]
 
-        def measure(point: SweepPoint, vector: SteeringVector = vector) -> None:
+        def measure(
+            index: int, vector: SteeringVector = vector, points: list[SweepPoint] = points
+        ) -> bool:
+            point = points[index]
             fluency = reference
             if reference is not None and point.multiplier != 0.0:
                 fluency = measure_fluency(
@@ -239,24 +289,22 @@ def select_multipliers(
                 )
             point.fluency = fluency
             point.admissible, point.excluded_because = _admissible(fluency, reference, config)
+            return bool(point.admissible)
 
+        measured = scan([p.to_json() for p in points], config, measure)
         rows = [point.to_json() for point in points]
-        measured = [i for i, p in enumerate(points) if p.multiplier == 0.0]
-        for index in measured:
-            measure(points[index])
-        for index in choice_order(rows, config.metric):
-            measure(points[index])
-            measured.append(index)
-            if points[index].admissible and not config.fluency_every_point:
-                break  # every better-ranked point failed: this is the choice
-        rows = [point.to_json() for point in points]
-        selection[name] = choose([rows[i] for i in sorted(measured)], config.metric)
+        selection[name] = choose(
+            [rows[i] for i in sorted(measured)],
+            config.metric,
+            allow_unsteered=config.allow_unsteered,
+        )
         if reference is not None:
             selection[name]["fluency_measured"] = len(measured) - 1
         log(
             f"[{name}] λ chosen on {len(items)} validation items: "
             f"{selection[name]['multiplier']:g}"
             + ("" if selection[name]["admissible"] else " (no λ passed the fluency limits)")
+            + (" (no fluent λ beat no steering)" if selection[name].get("unsteered") else "")
         )
     sweep.selection = selection
     sweep.settings["selection"] = config.to_json()
