@@ -7,28 +7,19 @@ The script is not a package module, so it is imported from its file.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from tests.script_support import load_script
 
 from yapo.data import PreferencePair
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "behaviour_compare.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("behaviour_compare", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("behaviour_compare")
 
 
 def test_split_is_deterministic_disjoint_and_sized(bench: ModuleType) -> None:

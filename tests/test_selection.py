@@ -127,12 +127,16 @@ def test_bad_selection_settings_are_refused() -> None:
         CompareConfig(validation_fraction=0.0).validate()
 
 
-def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
-    saved_model_dir: Path, tmp_path: Path
-) -> None:
+def _small_comparison(
+    saved_model_dir: Path, tmp_path: Path, *, allow_unsteered: bool = False
+) -> tuple[list[CulturalMCQ], CompareConfig]:
+    """The demo's Egypt MCQs and a CAA + BiPO comparison small enough for a test."""
     sae_dir = tmp_path / "sae"
     make_sae("jumprelu").save(sae_dir)
     items, _ = load_demo_mcq(countries=["Egypt"], languages=["en"])
+    selection = SelectionConfig(
+        multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4, allow_unsteered=allow_unsteered
+    )
     settings = CompareConfig(
         methods=("caa", "bipo"),
         model=str(saved_model_dir),
@@ -141,8 +145,15 @@ def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
         max_questions=10,
         training=comparison_training(epochs=1),
         validation_fraction=0.4,
-        selection=SelectionConfig(multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4),
+        selection=selection,
     )
+    return items, settings
+
+
+def test_lambda_chosen_by_compare_cannot_see_the_test_questions(
+    saved_model_dir: Path, tmp_path: Path
+) -> None:
+    items, settings = _small_comparison(saved_model_dir, tmp_path)
     first = tmp_path / "first"
     run_comparison(items, first, settings, log=lambda _: None)
     test_ids = {
@@ -375,22 +386,7 @@ def test_the_lazy_scan_settles_the_same_choice_as_measuring_everything(
 def test_compare_with_allow_unsteered_scores_a_declined_vector_as_no_steering(
     saved_model_dir: Path, tmp_path: Path
 ) -> None:
-    sae_dir = tmp_path / "sae"
-    make_sae("jumprelu").save(sae_dir)
-    items, _ = load_demo_mcq(countries=["Egypt"], languages=["en"])
-    selection = SelectionConfig(
-        multipliers=(1.0, 8.0), fluency_prompts=1, fluency_tokens=4, allow_unsteered=True
-    )
-    settings = CompareConfig(
-        methods=("caa", "bipo"),
-        model=str(saved_model_dir),
-        sae=str(sae_dir),
-        layer=1,
-        max_questions=10,
-        training=comparison_training(epochs=1),
-        validation_fraction=0.4,
-        selection=selection,
-    )
+    items, settings = _small_comparison(saved_model_dir, tmp_path, allow_unsteered=True)
     run_comparison(items, tmp_path / "run", settings, log=lambda _: None)
     sweep = json.loads((tmp_path / "run" / "Egypt" / "selection" / "sweep.json").read_text())
     evaluated = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
